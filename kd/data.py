@@ -1,0 +1,333 @@
+"""Datasets as uint8 tensors, and a loader that keeps them on the device.
+
+`load(name)` returns a `Dataset` (train and eval split, uint8 NCHW images, int64 labels).
+`Loader` puts one split on a device once and yields augmented, normalised batches with
+their sample indices (PS-KD needs them), optionally holding k same-class samples per
+anchor (BAKE needs them). All randomness comes from a CPU generator seeded by
+(seed, epoch), so a seed gives the same batches on CPU and GPU.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "digits")
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+# Normalisation constants. CIFAR-100's are the KD literature's (shared/papers.md);
+# the others are the training-set statistics of each dataset.
+STATS = {
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    "digits": ((0.3071,), (0.3774,)),
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is not on disk; the message says where we looked and how to get it."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor  # uint8 [N, C, H, W]
+    y_train: torch.Tensor  # int64 [N]
+    x_eval: torch.Tensor
+    y_eval: torch.Tensor
+    eval_split: str  # "test" or "val"
+    num_classes: int
+    mean: tuple
+    std: tuple
+
+    @property
+    def in_channels(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.x_train.shape[-1]
+
+
+def load(name: str, root: str | os.PathLike | None = None, *, train_subset: int | None = None,
+         eval_subset: int | None = None, val_fraction: float = 0.0, seed: int = 0,
+         download: bool = False) -> Dataset:
+    """Load a dataset.
+
+    train_subset / eval_subset take a class-balanced, seeded subset. val_fraction > 0 holds
+    out that part of the training set (class-balanced) and evaluates on it instead of the
+    test set: use it for tuning, and the test set for reporting.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    for label, n in (("train_subset", train_subset), ("eval_subset", eval_subset)):
+        if n is not None and n < 1:
+            raise ValueError(f"{label} must be a positive number of samples or None, got {n}")
+    reader = {"fashion_mnist": _read_fashion_mnist, "cifar10": _read_cifar,
+              "cifar100": _read_cifar, "digits": _read_digits}[name]
+    (x_tr, y_tr), (x_te, y_te) = reader(name, root, download)
+    num_classes = int(max(y_tr.max(), y_te.max())) + 1
+    gen = torch.Generator().manual_seed(seed)
+    eval_split = "test"
+    if val_fraction > 0:
+        idx_val = balanced_subset(y_tr, round(len(y_tr) * val_fraction), gen)
+        keep = torch.ones(len(y_tr), dtype=torch.bool)
+        keep[idx_val] = False
+        x_te, y_te = x_tr[idx_val], y_tr[idx_val]
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
+        eval_split = "val"
+    if train_subset is not None and train_subset < len(y_tr):
+        idx = balanced_subset(y_tr, train_subset, gen)
+        x_tr, y_tr = x_tr[idx], y_tr[idx]
+    if eval_subset is not None and eval_subset < len(y_te):
+        idx = balanced_subset(y_te, eval_subset, gen)
+        x_te, y_te = x_te[idx], y_te[idx]
+    mean, std = STATS[name]
+    return Dataset(name, x_tr.contiguous(), y_tr, x_te.contiguous(), y_te, eval_split,
+                   num_classes, mean, std)
+
+
+def balanced_subset(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of n samples, as equal per class as possible, in a seeded random order."""
+    perm = torch.randperm(len(labels), generator=generator)
+    # rank of each sample within its class in the permuted order; take the lowest ranks
+    sorted_labels, order = torch.sort(labels[perm], stable=True)
+    first = torch.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank_in_class = torch.empty_like(order)
+    rank_in_class[order] = torch.arange(len(order)) - first
+    chosen = torch.argsort(rank_in_class, stable=True)[:n]
+    return perm[chosen].sort().values
+
+
+# ----------------------------------------------------------------------------- readers
+
+def _missing(name: str, looked: list[Path], how: str) -> DatasetNotFoundError:
+    where = "\n".join(f"  - {p}" for p in looked)
+    return DatasetNotFoundError(f"dataset {name!r} not found. Looked in:\n{where}\nTo get it: {how}")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    _, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if dtype_code != 0x08:
+        raise ValueError(f"{path}: expected unsigned-byte IDX data, got type code {dtype_code:#x}")
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+FASHION_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                 "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def _read_fashion_mnist(name, root, download):
+    candidates = [Path(root) / "fashion-mnist" if root else None, REPO_DATA / "fashion-mnist",
+                  DEBIAN_FASHION_MNIST]
+    candidates = [c for c in candidates if c is not None]
+    for folder in candidates:
+        if all((folder / f).exists() for pair in FASHION_FILES.values() for f in pair):
+            break
+    else:
+        if not download:
+            raise _missing(name, candidates,
+                           "sudo apt-get install dataset-fashion-mnist   (Debian/Ubuntu), or\n"
+                           f"  python -m kd data fashion_mnist --download --root {REPO_DATA}")
+        folder = _download_torchvision("FashionMNIST", Path(root or REPO_DATA), name)
+    splits = []
+    for split in ("train", "test"):
+        images, labels = (_read_idx(folder / f) for f in FASHION_FILES[split])
+        splits.append((torch.from_numpy(images.copy()).unsqueeze(1),
+                       torch.from_numpy(labels.astype(np.int64))))
+    return splits
+
+
+CIFAR_LAYOUT = {  # folder, train files, test file, label key
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", b"labels"),
+    "cifar100": ("cifar-100-python", ["train"], "test", b"fine_labels"),
+}
+
+
+def _read_cifar(name, root, download):
+    folder_name, train_files, test_file, key = CIFAR_LAYOUT[name]
+    candidates = [Path(root) if root else REPO_DATA]
+    folder = candidates[0] / folder_name
+    if not (folder / test_file).exists():
+        if not download:
+            raise _missing(name, [folder],
+                           f"python -m kd data {name} --download --root {candidates[0]}")
+        _download_torchvision(name.upper(), candidates[0], name)
+
+    def read(files):
+        xs, ys = [], []
+        for f in files:
+            with open(folder / f, "rb") as fh:
+                d = pickle.load(fh, encoding="bytes")
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[key], dtype=np.int64))
+        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+    return read(train_files), read([test_file])
+
+
+def _read_digits(name, root, download):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(np.round(d.images * 255.0 / 16.0).astype(np.uint8)).unsqueeze(1)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    n_train = 1437  # a fixed 80/20 split
+    return (x[perm[:n_train]], y[perm[:n_train]]), (x[perm[n_train:]], y[perm[n_train:]])
+
+
+def _download_torchvision(cls_name: str, root: Path, name: str) -> Path:
+    import torchvision
+
+    root.mkdir(parents=True, exist_ok=True)
+    cls = getattr(torchvision.datasets, cls_name)
+    for train in (True, False):
+        cls(str(root), train=train, download=True)
+    if cls_name == "FashionMNIST":  # torchvision keeps the .gz files in <root>/FashionMNIST/raw
+        return root / "FashionMNIST" / "raw"
+    return root / CIFAR_LAYOUT[name][0]
+
+
+# ----------------------------------------------------------------------------- loader
+
+@dataclass
+class Batch:
+    x: torch.Tensor      # float, normalised, on the device
+    y: torch.Tensor      # int64 labels
+    index: torch.Tensor  # int64 positions in the split (PS-KD's memory is indexed by them)
+
+
+class Loader:
+    """Batches from a uint8 split held on `device`, augmented there.
+
+    train=True: a seeded permutation per epoch, random crop with zero padding `crop_pad`,
+    horizontal flip (when `flip`), cutout of a `cutout`-pixel square (DeVries & Taylor 2017,
+    when > 0), and `same_class` extra samples of the anchor's class
+    after each anchor (BAKE's sampler: batch_size = anchors * (1 + same_class)).
+    train=False: the split in order, no augmentation.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, mean, std, *, batch_size: int,
+                 train: bool, device="cpu", seed: int = 0, crop_pad: int = 0, flip: bool = False,
+                 cutout: int = 0, same_class: int = 0, drop_last: bool | None = None, channels_last: bool = False,
+                 shard: tuple[int, int] = (0, 1)):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if same_class < 0 or batch_size % (1 + same_class):
+            raise ValueError(f"batch_size ({batch_size}) must be a multiple of 1 + same_class "
+                             f"({1 + same_class}) so that every anchor brings its same-class samples")
+        rank, world = shard
+        if batch_size % world:
+            raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world})")
+        self.device = torch.device(device)
+        self.x = x.to(self.device)
+        self.y = y.to(self.device)
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255.0
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255.0
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.crop_pad, self.flip, self.cutout, self.same_class = crop_pad, flip, cutout, same_class
+        self.drop_last = train if drop_last is None else drop_last
+        self.channels_last, self.rank, self.world = channels_last, rank, world
+        self.epoch = 0
+        if same_class:
+            sorted_y, self._by_class = torch.sort(y, stable=True)
+            counts = torch.bincount(sorted_y)
+            if (counts[counts > 0] < 2).any():
+                raise ValueError("same_class sampling needs at least 2 samples of every class")
+            self._class_start = torch.cumsum(counts, 0) - counts
+            self._class_count = counts
+            self._y_cpu = y.cpu()
+            self._pos_in_class = torch.empty_like(self._by_class)  # position of each sample in its class
+            self._pos_in_class[self._by_class] = torch.arange(len(y)) - self._class_start[sorted_y]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def anchors_per_batch(self) -> int:
+        return self.batch_size // (1 + self.same_class)
+
+    def __len__(self) -> int:
+        # an epoch shows about as many images as the split holds, with or without same_class
+        n, b = len(self.y), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self):
+        n = len(self.y)
+        gen = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(n, generator=gen) if self.train else torch.arange(n)
+        b = self.anchors_per_batch
+        for i in range(len(self)):
+            idx = order[i * b:(i + 1) * b]
+            if self.same_class:
+                idx = self._with_same_class(idx, gen)
+            if self.world > 1:
+                idx = idx[self.rank::self.world]
+            yield self._make_batch(idx, gen)
+
+    def _with_same_class(self, anchors: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Each anchor followed by `same_class` other samples of its class (drawn at random)."""
+        labels = self._y_cpu[anchors]
+        count = self._class_count[labels].unsqueeze(1)
+        # draw among the class's other samples: offset in [0, count-1), skipping the anchor
+        pos_anchor = self._pos_in_class[anchors]
+        draw = (torch.rand(len(anchors), self.same_class, generator=gen) * (count - 1)).long()
+        draw = draw + (draw >= pos_anchor.unsqueeze(1)).long()
+        extra = self._by_class[self._class_start[labels].unsqueeze(1) + draw]
+        return torch.cat([anchors.unsqueeze(1), extra], 1).flatten()
+
+    def _make_batch(self, idx: torch.Tensor, gen: torch.Generator) -> Batch:
+        k = len(idx)
+        if self.train:
+            # draw the augmentation on the CPU generator so CPU and GPU runs match
+            shifts = torch.randint(0, 2 * self.crop_pad + 1, (2, k), generator=gen)
+            flips = torch.rand(k, generator=gen) < 0.5
+            centres = torch.randint(0, self.x.shape[-1], (2, k), generator=gen)
+        idx_dev = idx.to(self.device, non_blocking=True)
+        x = self.x[idx_dev]
+        if self.train and self.crop_pad:
+            x = random_crop(x, self.crop_pad, shifts.to(self.device, non_blocking=True))
+        if self.train and self.flip:
+            x = torch.where(flips.to(self.device).view(-1, 1, 1, 1), x.flip(3), x)
+        x = (x.float() - self.mean) / self.std
+        if self.train and self.cutout:
+            x = cutout(x, self.cutout, centres.to(self.device, non_blocking=True))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return Batch(x, self.y[idx_dev], idx_dev)
+
+
+def random_crop(x: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tensor:
+    """Crop each image of x [B, C, H, W] from its zero-padded version at offsets shifts [2, B]."""
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = (shifts[0].view(b, 1) + torch.arange(h, device=x.device)).view(b, 1, h, 1)
+    cols = (shifts[1].view(b, 1) + torch.arange(w, device=x.device)).view(b, 1, 1, w)
+    batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
+    chan = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[batch, chan, rows, cols]
+
+
+def cutout(x: torch.Tensor, size: int, centres: torch.Tensor) -> torch.Tensor:
+    """Zero a size x size square (clipped at the border) centred at centres [2, B] in each image."""
+    h, w = x.shape[-2:]
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    top = centres[0].view(-1, 1, 1) - size // 2
+    left = centres[1].view(-1, 1, 1) - size // 2
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return x.masked_fill(inside.unsqueeze(1), 0.0)

@@ -1,0 +1,99 @@
+"""Metrics the papers report, computed from logits.
+
+Accuracy (top-1, top-5), NLL, expected calibration error (ECE), AURC / E-AURC (PS-KD,
+Kim et al. ICCV 2021, after Geifman et al. 2019), and the fidelity of a student to its
+teacher from "Does knowledge distillation really work?" (Stanton et al., NeurIPS 2021):
+top-1 agreement and the mean predictive KL(p_teacher || p_student).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+
+def accuracy(logits: torch.Tensor, target: torch.Tensor, k: int = 1) -> float:
+    """Fraction of samples whose target is among the k largest logits (x100 for percent)."""
+    topk = logits.topk(k, dim=1).indices
+    return (topk == target.unsqueeze(1)).any(1).float().mean().item()
+
+
+def nll(logits: torch.Tensor, target: torch.Tensor) -> float:
+    return F.cross_entropy(logits.float(), target).item()
+
+
+def ece(logits: torch.Tensor, target: torch.Tensor, n_bins: int = 15) -> float:
+    """Expected calibration error with n_bins equal-width confidence bins (L1), via torchmetrics."""
+    probs = logits.float().softmax(1)
+    return multiclass_calibration_error(probs, target, num_classes=logits.shape[1],
+                                        n_bins=n_bins, norm="l1").item()
+
+
+def aurc(logits: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """Area under the risk-coverage curve and its excess over the optimal ranking (E-AURC).
+
+    Samples are ranked by confidence (max softmax); risk at coverage k/n is the error rate
+    of the k most confident. E-AURC = AURC - AURC*, with AURC* = r + (1 - r) ln(1 - r) for
+    error rate r (Geifman et al. 2019). Returned as fractions (PS-KD reports x1000).
+    """
+    probs = logits.float().softmax(1)
+    conf, pred = probs.max(1)
+    errors = (pred != target).double()[conf.argsort(descending=True)]
+    n = len(errors)
+    risks = errors.cumsum(0) / torch.arange(1, n + 1, dtype=torch.float64)
+    area = risks.mean().item()
+    r = errors.mean().item()
+    optimal = r + (1 - r) * torch.log1p(torch.tensor(-r, dtype=torch.float64)).item() if r < 1 else 1.0
+    return area, area - optimal
+
+
+def agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
+    """Top-1 agreement: fraction of samples where student and teacher predict the same class."""
+    return (student_logits.argmax(1) == teacher_logits.argmax(1)).float().mean().item()
+
+
+def predictive_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
+    """Mean KL(p_teacher || p_student) at temperature 1, summed over classes."""
+    log_ps = F.log_softmax(student_logits.float(), 1)
+    log_pt = F.log_softmax(teacher_logits.float(), 1)
+    return (log_pt.exp() * (log_pt - log_ps)).sum(1).mean().item()
+
+
+def classification_metrics(logits: torch.Tensor, target: torch.Tensor,
+                           teacher_logits: torch.Tensor | None = None) -> dict[str, float]:
+    """All per-epoch metrics in one dict (accuracies and ECE in percent)."""
+    area, excess = aurc(logits, target)
+    out = {"top1": 100 * accuracy(logits, target), "nll": nll(logits, target),
+           "ece": 100 * ece(logits, target), "aurc": 1000 * area, "eaurc": 1000 * excess}
+    if logits.shape[1] >= 100:
+        out["top5"] = 100 * accuracy(logits, target, k=5)
+    if teacher_logits is not None:
+        out["agreement"] = 100 * agreement(logits, teacher_logits)
+        out["kl_teacher"] = predictive_kl(logits, teacher_logits)
+    return out
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader, autocast_dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, on the loader's device) and targets for a whole evaluation loader."""
+    was_training = model.training
+    model.eval()
+    logits, targets = [], []
+    for batch in loader:
+        with torch.autocast(batch.x.device.type, dtype=autocast_dtype or torch.bfloat16,
+                            enabled=autocast_dtype is not None):
+            logits.append(model(batch.x).float())
+        targets.append(batch.y)
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(targets)
+
+
+def reliability(logits: torch.Tensor, target: torch.Tensor, n_bins: int = 15):
+    """Per-bin (confidence, accuracy, count) for a reliability diagram."""
+    conf, pred = logits.float().softmax(1).max(1)
+    correct = (pred == target).float()
+    bins = torch.clamp((conf * n_bins).ceil().long() - 1, 0, n_bins - 1)
+    count = torch.bincount(bins, minlength=n_bins).float()
+    mean_conf = torch.bincount(bins, conf, minlength=n_bins) / count.clamp(min=1)
+    mean_acc = torch.bincount(bins, correct, minlength=n_bins) / count.clamp(min=1)
+    return mean_conf, mean_acc, count

@@ -1,0 +1,125 @@
+"""Runs cached by configuration hash.
+
+`run(config)` trains a `TrainConfig` once and returns its `Run`; asking again returns the
+stored result. A student's configuration holds its teacher's configuration, so the teacher
+is found (or trained first) the same way, and chains (TAKD, born-again generations) are
+just nested teachers. Finished runs are plain folders, so the heavy training can happen on
+a GPU machine as plain Python (`python -m kd run-many ...`) and the notebooks pick the
+results up here.
+
+Layout: <root>/<model>-<method>-<hash>/ with config.json, metrics.csv, final.json,
+model.pt, eval_logits.pt, and checkpoint.pt while a run is unfinished.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from kd.train import TrainConfig, fit, load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RUNS = ROOT / "runs"
+
+
+def runs_root(profile: str | None = None) -> Path:
+    """Where runs live: $KD_RUNS or <repo>/runs, one sub-folder per profile."""
+    base = Path(os.environ.get("KD_RUNS", DEFAULT_RUNS))
+    return base / profile if profile else base
+
+
+@dataclass
+class Run:
+    path: Path
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_dict(json.loads((self.path / "config.json").read_text()))
+
+    @property
+    def summary(self) -> dict:
+        """Final metrics (last epoch) plus best-epoch top-1 and timings."""
+        return json.loads((self.path / "final.json").read_text())
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return pd.read_csv(self.path / "metrics.csv")
+
+    def model(self, device="cpu") -> torch.nn.Module:
+        return load_model(self.path, device)
+
+    def eval_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        d = torch.load(self.path / "eval_logits.pt", weights_only=True)
+        return d["logits"], d["targets"]
+
+
+def run_dir(cfg: TrainConfig, root: Path) -> Path:
+    return root / f"{cfg.model}-{cfg.method}-{cfg.hash()}"
+
+
+def is_done(cfg: TrainConfig, root: Path) -> bool:
+    return (run_dir(cfg, root) / "final.json").exists()
+
+
+def run(cfg: TrainConfig, *, root: str | os.PathLike | None = None, device=None,
+        progress: bool | None = None, **fit_options) -> Run:
+    """Train `cfg` (and, first, any teacher it names) unless already stored; return the Run."""
+    cfg.validate()
+    root = Path(root) if root is not None else runs_root()
+    path = run_dir(cfg, root)
+    if (path / "final.json").exists():
+        return Run(path)
+    teacher = None
+    if cfg.teacher is not None:
+        teacher = run(cfg.teacher, root=root, device=device, progress=progress, **fit_options).model(device or "cpu")
+    fit(cfg, path, teacher=teacher, device=device, progress=progress, **fit_options)
+    return Run(path)
+
+
+def dependency_levels(configs: list[TrainConfig]) -> list[list[TrainConfig]]:
+    """Unique configurations (teachers included), grouped so each level's teachers come earlier."""
+    depth: dict[str, tuple[int, TrainConfig]] = {}
+
+    def visit(cfg: TrainConfig) -> int:
+        d = 0 if cfg.teacher is None else visit(cfg.teacher) + 1
+        depth[cfg.hash()] = (max(d, depth.get(cfg.hash(), (0, cfg))[0]), cfg)
+        return d
+
+    for cfg in configs:
+        visit(cfg)
+    levels: list[list[TrainConfig]] = [[] for _ in range(1 + max((d for d, _ in depth.values()), default=-1))]
+    for d, cfg in depth.values():
+        levels[d].append(cfg)
+    return levels
+
+
+def _run_one(args):
+    cfg_dict, root, device = args
+    run(TrainConfig.from_dict(cfg_dict), root=root, device=device, progress=False)
+    return cfg_dict
+
+
+def run_many(configs: list[TrainConfig], *, root=None, device=None, workers: int = 1,
+             progress: bool | None = None) -> list[Run]:
+    """Run many configurations, teachers first; `workers` > 1 trains that many at once in
+    separate processes (fills a GPU with small CIFAR models). Returns the Runs in order."""
+    root = Path(root) if root is not None else runs_root()
+    for cfg in configs:
+        cfg.validate()
+    for level in dependency_levels(configs):
+        todo = [c for c in level if not is_done(c, root)]
+        if workers <= 1 or len(todo) <= 1:
+            for cfg in todo:
+                run(cfg, root=root, device=device, progress=progress)
+            continue
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(min(workers, len(todo))) as pool:
+            for _ in pool.imap_unordered(_run_one, [(c.to_dict(), str(root), device) for c in todo]):
+                pass
+    return [Run(run_dir(c, root)) for c in configs]

@@ -1,0 +1,375 @@
+"""One training loop for every method: `fit(config, run_dir)`.
+
+A `TrainConfig` says everything that changes the result (data, model, method, teacher,
+optimiser, schedule, seed, precision); its hash names the run. `fit` trains, evaluates
+every `eval_every` epochs, writes per-epoch metrics (`metrics.csv`), checkpoints atomically
+and resumes a killed run to the same metrics (on CPU). On CUDA it uses bf16 autocast,
+channels_last, the GPU-resident loader and no per-step host synchronisation.
+
+Determinism: one seed fixes the initialisation, the batches, the augmentation and the
+methods' randomness; on CPU the same seed gives bit-identical metrics. On GPU, cuDNN's
+algorithm choice, atomics in backward kernels and bf16 rounding make runs differ slightly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from kd import data as kd_data
+from kd import methods as kd_methods
+from kd import models as kd_models
+from kd.io import atomic_save, atomic_write_text, write_csv
+from kd.metrics import classification_metrics, predict
+
+SCHEDULES = ("multistep", "cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run's result. Milestones are fractions of `epochs`."""
+
+    model: str = "resnet20"
+    dataset: str = "fashion_mnist"
+    train_subset: int | None = None
+    eval_subset: int | None = None
+    val_fraction: float = 0.0
+    method: str = "ce"
+    method_args: dict = field(default_factory=dict)
+    teacher: "TrainConfig | None" = None
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "multistep"
+    milestones: list = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    crop_pad: int = 4
+    flip: bool = True
+    cutout: int = 0
+    seed: int = 0
+    bf16: bool = True          # autocast on CUDA only; CPU runs stay in float32
+    channels_last: bool = True  # CUDA only
+
+    def __post_init__(self):
+        if isinstance(self.teacher, dict):
+            self.teacher = TrainConfig.from_dict(self.teacher)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """A short content hash of the configuration (teacher included)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> kd_methods.Method:
+        """Check every setting before any work starts; returns the method object."""
+        if self.model not in kd_models.available():
+            raise ValueError(f"unknown model {self.model!r}; available: {', '.join(kd_models.available())}")
+        if self.dataset not in kd_data.DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(kd_data.DATASETS)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError(f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got lr={self.lr}, "
+                             f"weight_decay={self.weight_decay}, momentum={self.momentum}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ValueError(f"milestones are fractions of the epochs in (0, 1), got {self.milestones}; "
+                             "e.g. epochs 150, 180, 210 of 240 are [0.625, 0.75, 0.875]")
+        method = kd_methods.create(self.method, **self.method_args)
+        if method.needs_teacher and self.teacher is None:
+            raise ValueError(f"method {self.method!r} needs a teacher: set `teacher` to the teacher's TrainConfig")
+        if self.teacher is not None:
+            if not method.needs_teacher:
+                raise ValueError(f"method {self.method!r} uses no teacher, but one was given; remove `teacher`")
+            if self.teacher.dataset != self.dataset:
+                raise ValueError(f"teacher trained on {self.teacher.dataset!r} but the student on "
+                                 f"{self.dataset!r}: their class counts and inputs would not match")
+            if method.same_architecture and self.teacher.model != self.model:
+                raise ValueError(f"{self.method!r} needs the teacher's architecture for the student: "
+                                 f"teacher {self.teacher.model!r}, student {self.model!r}")
+            self.teacher.validate()
+        if method.same_class and self.batch_size % (1 + method.same_class):
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of 1 + same_class "
+                             f"({1 + method.same_class}) for {self.method!r}")
+        return method
+
+
+def learning_rate(cfg: TrainConfig, progress: float) -> float:
+    """Learning rate at `progress` epochs (fractional) into training."""
+    if cfg.warmup_epochs and progress < cfg.warmup_epochs:
+        return cfg.lr * (progress + 1e-3) / cfg.warmup_epochs
+    if cfg.schedule == "multistep":
+        return cfg.lr * cfg.gamma ** sum(progress >= m * cfg.epochs for m in cfg.milestones)
+    if cfg.schedule == "cosine":
+        t = (progress - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1e-8)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return cfg.lr
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or Inf; the run stopped and the last good checkpoint is kept."""
+
+
+class _Distributed:
+    """torchrun's environment, if any: rank, world size, and the process group."""
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def load_model(run_dir: str | os.PathLike, device="cpu") -> torch.nn.Module:
+    """The final model of a finished run, in eval mode."""
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    ds_channels, num_classes = _dataset_shape(cfg)
+    model = kd_models.create(cfg.model, num_classes, in_channels=ds_channels)
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
+    return model.to(device).eval()
+
+
+def _dataset_shape(cfg: TrainConfig) -> tuple[int, int]:
+    return {"fashion_mnist": (1, 10), "cifar10": (3, 10), "cifar100": (3, 100), "digits": (1, 10)}[cfg.dataset]
+
+
+def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Module | None = None,
+        device=None, resume: bool = True, checkpoint_every: int = 10, eval_every: int = 1,
+        compile: bool = False, progress: bool | None = None, data_root=None) -> dict:
+    """Train `cfg` into `run_dir` and return the final summary (also written to final.json).
+
+    Files: config.json, metrics.csv (one row per evaluated epoch), checkpoint.pt (for
+    resume), model.pt and eval_logits.pt (the final model and its eval-split logits),
+    final.json (last-epoch metrics, best-epoch top-1, timings). The reported accuracy is
+    the LAST epoch's (`top1`); `best_top1` and `best_epoch` are kept as secondary columns.
+    """
+    method = cfg.validate()
+    if teacher is None and method.needs_teacher:
+        raise ValueError(f"method {cfg.method!r} needs a trained teacher model (pass teacher=...)")
+    device = torch.device(device) if device is not None else default_device()
+    dist = _Distributed(device)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    start_epoch, state = 0, None
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state["hash"] != cfg.hash():
+            raise ValueError(f"{ckpt_path} belongs to another configuration (hash {state['hash']}, this run "
+                             f"{cfg.hash()}); delete it, pass resume=False, or use another run directory")
+        start_epoch = state["epoch"]
+    if dist.main:
+        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+
+    ds = kd_data.load(cfg.dataset, data_root, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
+                      val_fraction=cfg.val_fraction, seed=cfg.seed)
+    cuda = device.type == "cuda"
+    channels_last = cfg.channels_last and cuda
+    train_loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=cfg.batch_size,
+                                  train=True, device=device, seed=cfg.seed, crop_pad=cfg.crop_pad,
+                                  flip=cfg.flip, cutout=cfg.cutout, same_class=method.same_class,
+                                  channels_last=channels_last, shard=(dist.rank, dist.world))
+    eval_loader = kd_data.Loader(ds.x_eval, ds.y_eval, ds.mean, ds.std, batch_size=1024, train=False,
+                                 device=device, channels_last=channels_last)
+
+    torch.manual_seed(cfg.seed)
+    model = kd_models.create(cfg.model, ds.num_classes, in_channels=ds.in_channels).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if teacher is not None:
+        t_classes = _out_features(teacher)
+        if t_classes != ds.num_classes:
+            raise ValueError(f"teacher predicts {t_classes} classes but {cfg.dataset} has {ds.num_classes}")
+        teacher = teacher.to(device).eval().requires_grad_(False)
+        if channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
+    method.setup(train_loader.y, ds.num_classes, device, cfg.seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    history: list[dict] = []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        method.load_state_dict(state["method"])
+        torch.set_rng_state(state["rng"])
+        history = state["history"]
+    train_model = model
+    if dist.world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if cuda else None)
+    if compile:
+        train_model = torch.compile(train_model)
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and cuda)
+    teacher_eval_logits = None
+    if teacher is not None:
+        teacher_eval_logits, _ = predict(teacher, eval_loader, torch.bfloat16 if autocast["enabled"] else None)
+
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    log = _Logger(run_dir.name, cfg.epochs, show_bar and dist.main, quiet=(progress is False) or not dist.main)
+    steps_per_epoch = len(train_loader)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        train_loader.set_epoch(epoch)
+        method.on_epoch_start(epoch, cfg.epochs)
+        model.train()
+        sums: dict[str, torch.Tensor] = {}
+        guard = _FiniteGuard(check_every_step=not cuda)
+        for step, batch in enumerate(log.steps(train_loader, epoch)):
+            lr = learning_rate(cfg, epoch + step / steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(**autocast):
+                _, terms = method.forward_train(train_model, teacher, batch)
+            loss = sum(terms.values())
+            guard.record(loss, terms, epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+        guard.check()
+        row = {"epoch": epoch + 1, "lr": lr}
+        row.update({f"train_{k}": (v / steps_per_epoch).item() for k, v in sums.items()})
+        row["train_loss"] = sum(row[f"train_{k}"] for k in sums)
+        if cuda:
+            torch.cuda.synchronize()
+        row["epoch_time_s"] = time.perf_counter() - t0
+        last = epoch + 1 == cfg.epochs
+        if last or (epoch + 1) % eval_every == 0:
+            logits, targets = predict(model, eval_loader, torch.bfloat16 if autocast["enabled"] else None)
+            row.update(classification_metrics(logits, targets, teacher_eval_logits))
+        history.append(row)
+        log.epoch(row)
+        if dist.main:
+            write_csv(run_dir / "metrics.csv", history)
+            if last or (checkpoint_every and (epoch + 1) % checkpoint_every == 0):
+                atomic_save({"hash": cfg.hash(), "epoch": epoch + 1, "model": model.state_dict(),
+                             "optimizer": optimizer.state_dict(), "method": method.state_dict(),
+                             "rng": torch.get_rng_state(), "history": history}, ckpt_path)
+    log.close()
+
+    logits, targets = predict(model, eval_loader, torch.bfloat16 if autocast["enabled"] else None)
+    evaluated = [r for r in history if "top1" in r]
+    best = max(evaluated, key=lambda r: r["top1"])
+    summary = {k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "epoch_time_s")}
+    summary.update({"hash": cfg.hash(), "model": cfg.model, "method": cfg.method, "seed": cfg.seed,
+                    "epochs": cfg.epochs, "best_top1": best["top1"], "best_epoch": best["epoch"],
+                    "eval_split": ds.eval_split, "num_train": len(ds.y_train), "num_eval": len(ds.y_eval),
+                    "params": sum(p.numel() for p in model.parameters()),
+                    "train_time_s": sum(r["epoch_time_s"] for r in history),
+                    "epoch_time_s": _median([r["epoch_time_s"] for r in history]),
+                    "device": str(device), "teacher_hash": cfg.teacher.hash() if cfg.teacher else None})
+    if dist.main:
+        atomic_save(model.state_dict(), run_dir / "model.pt")
+        atomic_save({"logits": logits.cpu(), "targets": targets.cpu()}, run_dir / "eval_logits.pt")
+        atomic_write_text(run_dir / "final.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _out_features(model: torch.nn.Module) -> int:
+    return getattr(model, "module", model).classifier.out_features
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+class _FiniteGuard:
+    """Stops on a NaN/Inf loss. On CPU it checks every step; on CUDA it records the first bad
+    step on the device and checks once per epoch, so that training never waits for the host."""
+
+    def __init__(self, check_every_step: bool):
+        self.every_step = check_every_step
+        self.bad = None
+
+    def record(self, loss, terms, epoch, step):
+        if self.every_step:
+            if not torch.isfinite(loss):
+                self._raise(epoch, step, {k: v.item() for k, v in terms.items()})
+            return
+        if self.bad is None:
+            self.bad = {"found": torch.zeros((), dtype=torch.bool, device=loss.device),
+                        "step": torch.zeros((), dtype=torch.long, device=loss.device),
+                        "terms": torch.zeros(len(terms), device=loss.device), "names": list(terms),
+                        "epoch": epoch}
+        b = self.bad
+        new = ~torch.isfinite(loss.detach()) & ~b["found"]
+        b["step"] = torch.where(new, step, b["step"])
+        b["terms"] = torch.where(new, torch.stack([v.detach().float() for v in terms.values()]), b["terms"])
+        b["found"] = b["found"] | new
+
+    def check(self):
+        if self.bad is not None and self.bad["found"].item():
+            b = self.bad
+            self._raise(b["epoch"], int(b["step"]), dict(zip(b["names"], b["terms"].tolist())))
+
+    @staticmethod
+    def _raise(epoch, step, terms):
+        detail = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+        raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}, step {step}: {detail}. "
+                            "Training stopped; the last good checkpoint is kept. Lower the learning "
+                            "rate or check the method's hyperparameters.")
+
+
+class _Logger:
+    """A tqdm bar on a terminal; one short line per epoch otherwise."""
+
+    def __init__(self, name: str, epochs: int, bar: bool, quiet: bool):
+        self.name, self.epochs, self.bar, self.quiet = name, epochs, bar, quiet
+        self._tqdm = None
+
+    def steps(self, loader, epoch):
+        if not self.bar:
+            return loader
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm(loader, desc=f"{self.name} {epoch + 1}/{self.epochs}", leave=False)
+        return self._tqdm
+
+    def epoch(self, row):
+        if self.quiet:
+            return
+        parts = [f"{self.name} epoch {row['epoch']}/{self.epochs}", f"loss {row['train_loss']:.4f}"]
+        parts += [f"{k} {row[k]:.2f}" for k in ("top1", "ece", "agreement") if k in row]
+        parts.append(f"{row['epoch_time_s']:.1f}s")
+        print("  ".join(parts), flush=True)
+
+    def close(self):
+        if self._tqdm is not None:
+            self._tqdm.close()
