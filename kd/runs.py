@@ -61,23 +61,30 @@ def run_dir(cfg: TrainConfig, root: Path) -> Path:
     return root / f"{cfg.model}-{cfg.method}-{cfg.hash()}"
 
 
-def is_done(cfg: TrainConfig, root: Path) -> bool:
-    return (run_dir(cfg, root) / "final.json").exists()
+def find(cfg: TrainConfig, roots) -> Run | None:
+    """The finished run of `cfg` under any of `roots`, or None."""
+    for root in roots:
+        path = run_dir(cfg, Path(root))
+        if (path / "final.json").exists():
+            return Run(path)
+    return None
 
 
 def run(cfg: TrainConfig, *, root: str | os.PathLike | None = None, device=None,
-        progress: bool | None = None, **fit_options) -> Run:
-    """Train `cfg` (and, first, any teacher it names) unless already stored; return the Run."""
+        progress: bool | None = None, lookup=(), **fit_options) -> Run:
+    """Train `cfg` (and, first, any teacher it names) into `root` unless a finished run of
+    it is stored under `root` or one of the `lookup` folders; return the Run."""
     cfg.validate()
     root = Path(root) if root is not None else runs_root()
-    path = run_dir(cfg, root)
-    if (path / "final.json").exists():
-        return Run(path)
+    done = find(cfg, [root, *lookup])
+    if done is not None:
+        return done
     teacher = None
     if cfg.teacher is not None:
-        teacher = run(cfg.teacher, root=root, device=device, progress=progress, **fit_options).model(device or "cpu")
-    fit(cfg, path, teacher=teacher, device=device, progress=progress, **fit_options)
-    return Run(path)
+        teacher = run(cfg.teacher, root=root, device=device, progress=progress, lookup=lookup,
+                      **fit_options).model(device or "cpu")
+    fit(cfg, run_dir(cfg, root), teacher=teacher, device=device, progress=progress, **fit_options)
+    return Run(run_dir(cfg, root))
 
 
 def dependency_levels(configs: list[TrainConfig]) -> list[list[TrainConfig]]:
@@ -98,28 +105,31 @@ def dependency_levels(configs: list[TrainConfig]) -> list[list[TrainConfig]]:
 
 
 def _run_one(args):
-    cfg_dict, root, device = args
-    run(TrainConfig.from_dict(cfg_dict), root=root, device=device, progress=False)
+    cfg_dict, root, device, lookup = args
+    torch.set_num_threads(1)
+    run(TrainConfig.from_dict(cfg_dict), root=root, device=device, progress=False, lookup=lookup)
     return cfg_dict
 
 
 def run_many(configs: list[TrainConfig], *, root=None, device=None, workers: int = 1,
-             progress: bool | None = None) -> list[Run]:
+             progress: bool | None = None, lookup=()) -> list[Run]:
     """Run many configurations, teachers first; `workers` > 1 trains that many at once in
     separate processes (fills a GPU with small CIFAR models). Returns the Runs in order."""
     root = Path(root) if root is not None else runs_root()
+    roots = [root, *lookup]
     for cfg in configs:
         cfg.validate()
     for level in dependency_levels(configs):
-        todo = [c for c in level if not is_done(c, root)]
+        todo = [c for c in level if find(c, roots) is None]
         if workers <= 1 or len(todo) <= 1:
             for cfg in todo:
-                run(cfg, root=root, device=device, progress=progress)
+                run(cfg, root=root, device=device, progress=progress, lookup=lookup)
             continue
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         with ctx.Pool(min(workers, len(todo))) as pool:
-            for _ in pool.imap_unordered(_run_one, [(c.to_dict(), str(root), device) for c in todo]):
+            jobs = [(c.to_dict(), str(root), device, [str(p) for p in lookup]) for c in todo]
+            for _ in pool.imap_unordered(_run_one, jobs):
                 pass
-    return [Run(run_dir(c, root)) for c in configs]
+    return [find(c, roots) for c in configs]

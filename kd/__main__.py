@@ -1,0 +1,171 @@
+"""Command line: `python -m kd <command> --help`.
+
+    python -m kd train --model resnet8 --dataset fashion_mnist --train-subset 2000 --epochs 3
+    python -m kd train --model resnet8 --method kd --teacher-run runs/cli/resnet20-ce-<hash>
+    python -m kd data --profile quick          # check / fetch the profile's dataset
+    python -m kd teacher resnet20 --profile quick
+    python -m kd run-many --profile full --paper dkd --workers 8   # a notebook's trainings, no Jupyter
+    python -m kd report --profile quick
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from kd.io import atomic_write_text
+
+
+def _train(args) -> int:
+    from kd import runs
+    from kd.train import TrainConfig, fit, load_model
+
+    teacher_model, teacher_cfg = None, None
+    if args.teacher_run:
+        teacher_run = runs.Run(Path(args.teacher_run))
+        if not (teacher_run.path / "final.json").exists():
+            raise SystemExit(f"--teacher-run {args.teacher_run}: no finished run there (final.json missing)")
+        teacher_cfg = teacher_run.config
+        teacher_model = load_model(teacher_run.path)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    settings["method_args"] = json.loads(args.method_args)
+    settings["teacher"] = teacher_cfg
+    cfg = TrainConfig(**settings)
+    cfg.validate()
+    out = Path(args.out) if args.out else runs.run_dir(cfg, runs.runs_root("cli"))
+    print(f"training {cfg.model} with {cfg.method} on {cfg.dataset} -> {out}", flush=True)
+    summary = fit(cfg, out, teacher=teacher_model, device=args.device, resume=not args.no_resume,
+                  checkpoint_every=args.checkpoint_every, compile=args.compile, data_root=args.data_root)
+    print(json.dumps({k: summary[k] for k in ("top1", "best_top1", "nll", "ece", "train_time_s")}, indent=2))
+    return 0
+
+
+def _data(args) -> int:
+    from kd import data
+    from kd.params import Profile
+
+    P = Profile(args.profile)
+    d = P.settings["data"]
+    ds = data.load(d["dataset"], train_subset=d.get("train_subset"), eval_subset=d.get("eval_subset"),
+                   val_fraction=d.get("val_fraction", 0.0), download=True)
+    info = {"dataset": d["dataset"], "num_train": len(ds.y_train), "num_eval": len(ds.y_eval),
+            "eval_split": ds.eval_split, "num_classes": ds.num_classes,
+            "image_shape": list(ds.x_train.shape[1:]), "mean": list(ds.mean), "std": list(ds.std)}
+    out = P.results_dir("data") / "data.json"
+    atomic_write_text(out, json.dumps(info, indent=2))
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _teacher(args) -> int:
+    from kd.params import Profile
+
+    P = Profile(args.profile)
+    root = P.teacher_root(args.name)
+    root.mkdir(parents=True, exist_ok=True)
+    if args.name not in P.teacher_names():
+        P.teacher_config(args.name)  # unknown names fail here
+        atomic_write_text(root / "unused.json", json.dumps(
+            {"teacher": args.name, "profile": P.name, "trained": False,
+             "reason": "no paper of this profile uses it (params.yaml teachers.<name>.profiles)"}, indent=2))
+        print(f"teacher {args.name}: not used by profile {P.name}, nothing to train")
+        return 0
+    rows = {}
+    for seed in P.seeds:
+        run = P.teacher(args.name, seed, progress=None)
+        rows[f"seed{seed}"] = {k: run.summary[k] for k in ("top1", "nll", "ece", "train_time_s")}
+        print(f"teacher {args.name} seed {seed}: top-1 {run.summary['top1']:.2f} ({run.path})", flush=True)
+    atomic_write_text(root / "summary.json", json.dumps({"teacher": args.name, "profile": P.name,
+                                                         "trained": True, "seeds": rows}, indent=2))
+    return 0
+
+
+def _run_many(args) -> int:
+    import importlib
+
+    from kd.params import Profile
+
+    P = Profile(args.profile)
+    if args.workers:
+        P.workers = args.workers
+    module = importlib.import_module(f"kd.experiments.{args.paper}")
+    configs = module.configs(P, P.section(args.paper))
+    print(f"{args.paper}: {len(configs)} trainings on profile {P.name}, {P.workers} at a time", flush=True)
+    P.teachers(module.teacher_names(P, P.section(args.paper)), progress=None)
+    P.run_all(configs, args.paper, progress=None)
+    return 0
+
+
+def _report(args) -> int:
+    from kd.report import build_report
+
+    print(build_report(args.profile))
+    return 0
+
+
+def main(argv=None) -> int:
+    from kd.train import SCHEDULES
+
+    parser = argparse.ArgumentParser(prog="python -m kd", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one model (optionally distilled from a finished teacher run)")
+    t.add_argument("--model", default="resnet8", help="a name from kd.models.available()")
+    t.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "cifar10", "cifar100", "digits"])
+    t.add_argument("--method", default="ce", help="a name from kd.methods.available()")
+    t.add_argument("--method-args", default="{}", help='JSON, e.g. \'{"temperature": 4}\'')
+    t.add_argument("--teacher-run", help="folder of a finished teacher run (for methods with a teacher)")
+    t.add_argument("--train-subset", type=int, help="class-balanced training subset size")
+    t.add_argument("--eval-subset", type=int, help="class-balanced test subset size")
+    t.add_argument("--val-fraction", type=float, help="hold out this fraction of training data as validation")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--schedule", choices=SCHEDULES)
+    t.add_argument("--warmup-epochs", type=float)
+    t.add_argument("--nesterov", action="store_true", default=None)
+    t.add_argument("--crop-pad", type=int)
+    t.add_argument("--cutout", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", help="run folder (default runs/cli/<model>-<method>-<hash>)")
+    t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    t.add_argument("--checkpoint-every", type=int, default=10)
+    t.add_argument("--compile", action="store_true", help="torch.compile the student")
+    t.add_argument("--data-root", help="where the datasets are (default: data/ and system paths)")
+    t.set_defaults(func=_train)
+
+    d = sub.add_parser("data", help="check (and on a networked machine fetch) the profile's dataset")
+    d.add_argument("--profile", default=None)
+    d.set_defaults(func=_data)
+
+    te = sub.add_parser("teacher", help="train one teacher of params.yaml for every seed of the profile")
+    te.add_argument("name")
+    te.add_argument("--profile", default=None)
+    te.set_defaults(func=_teacher)
+
+    r = sub.add_parser("run-many", help="train every run a paper notebook needs, as plain Python (GPU machines)")
+    r.add_argument("--paper", required=True)
+    r.add_argument("--profile", default=None)
+    r.add_argument("--workers", type=int, help="concurrent trainings (default: the profile's)")
+    r.set_defaults(func=_run_many)
+
+    rep = sub.add_parser("report", help="write results/<profile>/README.md from the papers' metrics")
+    rep.add_argument("--profile", default="quick")
+    rep.set_defaults(func=_report)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

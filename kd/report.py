@@ -1,0 +1,236 @@
+"""Tables, verdicts and result files of the paper notebooks and of the report stage.
+
+A notebook collects its runs, compares them with `compare` (which gives the verdict for
+a claim from the seeds' numbers, never by hand), and writes through a `Report`:
+
+    rep = Report("dkd", P)                      # results/<profile>/dkd/
+    rep.claim("dkd_beats_kd", "DKD beats KD", compare(dkd_top1, kd_top1), paper="76.32 vs 73.33")
+    rep.table("pairs", df); rep.savefig(fig, "beta_sweep"); rep.write()
+
+Files: metrics.json (numbers for `dvc metrics show`, the claims and their verdicts),
+table.md (our mean +- std beside the paper's numbers, and the verdicts), figures/*.png.
+Accuracy is the LAST epoch's top-1 on the test split unless a column says "best".
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from kd.io import atomic_write_text
+from kd.params import ROOT
+
+PAPER_RESULTS = ROOT / "data" / "paper_results.yaml"
+VERDICTS = ("reproduced", "partly", "not reproduced")
+STUDENT_COLUMNS = {"top1": "top-1 (last)", "best_top1": "top-1 (best)", "nll": "NLL", "ece": "ECE",
+                   "agreement": "agreement", "kl_teacher": "KL(t||s)"}
+
+
+def paper_results(paper: str | None = None) -> dict:
+    """Paper-reported numbers from data/paper_results.yaml (each entry cites its source)."""
+    data = yaml.safe_load(PAPER_RESULTS.read_text())
+    return data[paper] if paper else data
+
+
+def mean_std(values) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (nan for one value) and count."""
+    v = np.asarray([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], float)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v)
+
+
+def fmt(values, digits: int = 2) -> str:
+    """'71.23 ± 0.30' over seeds, or '71.23 (1 seed)'."""
+    m, s, n = mean_std(values)
+    if n == 0:
+        return "n/a"
+    if n == 1:
+        return f"{m:.{digits}f} (1 seed)"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def compare(a, b, higher_is_better: bool = True, margin: float = 0.0, alpha: float = 0.05) -> dict:
+    """Verdict for the claim "a is better than b (by more than `margin`)" from per-seed values.
+
+    reproduced: the mean difference has the claimed sign and a one-sided Welch t-test gives
+    p < alpha (needs >= 2 seeds on each side); partly: the sign is right but the test is not
+    significant or there are too few seeds; not reproduced: the sign is wrong.
+    """
+    from scipy import stats
+
+    a = np.asarray(a, float)
+    b = np.asarray(b, float)
+    sign = 1.0 if higher_is_better else -1.0
+    diff = float(sign * (a.mean() - b.mean()))
+    p = math.nan
+    if len(a) >= 2 and len(b) >= 2 and (a.std() > 0 or b.std() > 0):
+        p = float(stats.ttest_ind(sign * a, sign * b, equal_var=False, alternative="greater").pvalue)
+    if diff <= margin:
+        verdict = "not reproduced"
+    elif not math.isnan(p) and p < alpha:
+        verdict = "reproduced"
+    else:
+        verdict = "partly"
+    evidence = f"difference {diff:+.2f} (n={len(a)} vs {len(b)}"
+    evidence += f", Welch one-sided p={p:.3f})" if not math.isnan(p) else ", too few seeds for a test)"
+    return {"verdict": verdict, "difference": diff, "p_value": p, "n": [len(a), len(b)], "evidence": evidence}
+
+
+def trend(x, y, increasing: bool = True) -> dict:
+    """Verdict for "y increases (or decreases) with x": Spearman correlation over all points."""
+    from scipy import stats
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rho, p = stats.spearmanr(x, y) if len(x) > 2 else (math.nan, math.nan)
+    rho = float(rho) * (1 if increasing else -1)
+    if math.isnan(rho) or rho <= 0:
+        verdict = "not reproduced"
+    elif p / 2 < 0.05:
+        verdict = "reproduced"
+    else:
+        verdict = "partly"
+    return {"verdict": verdict, "difference": rho, "p_value": float(p) if not math.isnan(p) else math.nan,
+            "n": [len(x)], "evidence": f"Spearman rho {rho:+.2f} over {len(x)} points (p={p:.3f})"}
+
+
+def summaries(runs) -> pd.DataFrame:
+    """One row per run: its configuration's key fields and its final summary."""
+    rows = []
+    for r in runs:
+        s = dict(r.summary)
+        s["run"] = r.path.name
+        rows.append(s)
+    return pd.DataFrame(rows)
+
+
+def student_table(groups: dict, paper_column: dict | None = None, digits: int = 2) -> pd.DataFrame:
+    """{row label: [Run per seed]} -> a table of mean ± std per metric (last epoch, plus best
+    top-1), fidelity to the teacher where there is one, and an optional paper column."""
+    rows = []
+    for label, runs in groups.items():
+        sums = [r.summary for r in runs]
+        row = {"": label}
+        for key, name in STUDENT_COLUMNS.items():
+            vals = [s.get(key) for s in sums]
+            row[name] = fmt(vals, digits) if any(v is not None for v in vals) else "–"
+        if paper_column is not None:
+            row["paper"] = paper_column.get(label, "–")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("")
+
+
+def values(runs, key: str = "top1") -> list[float]:
+    return [r.summary[key] for r in runs]
+
+
+class Report:
+    """Collects one paper's claims, tables, numbers and figures; writes them atomically."""
+
+    def __init__(self, paper: str, profile):
+        self.paper, self.profile = paper, profile
+        self.dir = profile.results_dir(paper)
+        self.claims: list[dict] = []
+        self.tables: list[tuple[str, pd.DataFrame]] = []
+        self.numbers: dict = {}
+        self.notes: list[str] = []
+
+    def claim(self, key: str, text: str, result: dict, paper: str = "", ours: str = "") -> dict:
+        """Record the verdict of a claim; `result` comes from `compare` or `trend`."""
+        if result["verdict"] not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {result['verdict']!r}")
+        entry = {"key": key, "claim": text, "paper": paper, "ours": ours, **result}
+        self.claims = [c for c in self.claims if c["key"] != key] + [entry]
+        return entry
+
+    def table(self, title: str, df: pd.DataFrame) -> pd.DataFrame:
+        self.tables = [(t, d) for t, d in self.tables if t != title] + [(title, df)]
+        return df
+
+    def number(self, key: str, value) -> None:
+        """A number for metrics.json (nested keys with '/')."""
+        node = self.numbers
+        *parents, leaf = key.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = float(value) if value is not None else None
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def savefig(self, fig, name: str) -> Path:
+        import matplotlib.pyplot as plt
+
+        path = self.dir / "figures" / f"{name}.png"
+        tmp = path.with_suffix(".tmp.png")
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        tmp.replace(path)
+        plt.close(fig)
+        return path
+
+    def claims_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([{"claim": c["claim"], "paper": c["paper"], "ours": c["ours"],
+                              "verdict": c["verdict"], "evidence": c["evidence"]} for c in self.claims])
+
+    def write(self) -> None:
+        metrics = {"paper": self.paper, "profile": self.profile.name, "seeds": self.profile.seeds,
+                   "accuracy": "last epoch, test split", "numbers": self.numbers,
+                   "verdicts": {c["key"]: c["verdict"] for c in self.claims},
+                   "claims": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in c.items()}
+                              for c in self.claims]}
+        atomic_write_text(self.dir / "metrics.json", json.dumps(metrics, indent=2))
+        lines = [f"# {self.paper}: profile `{self.profile.name}`", "",
+                 f"Seeds: {self.profile.seeds}. Accuracy: last epoch on the test split (mean ± std over "
+                 "seeds); 'best' columns are the best epoch. Paper numbers: data/paper_results.yaml.", ""]
+        if self.claims:
+            lines += ["## Verdicts", "", self.claims_frame().to_markdown(index=False), ""]
+        for title, df in self.tables:
+            lines += [f"## {title}", "", df.to_markdown(), ""]
+        if self.notes:
+            lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
+        atomic_write_text(self.dir / "table.md", "\n".join(lines))
+
+
+def build_report(profile_name: str, results_root: Path | None = None) -> Path:
+    """results/<profile>/README.md: every paper's claims and verdicts in one table, and a
+    summary figure of the verdict counts per paper."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = Path(results_root or os.environ.get("KD_RESULTS", ROOT / "results")) / profile_name
+    rows = []
+    for path in sorted(base.glob("*/metrics.json")):
+        m = json.loads(path.read_text())
+        for c in m.get("claims", []):
+            rows.append({"paper": m["paper"], "claim": c["claim"], "paper's number": c.get("paper", ""),
+                         "ours": c.get("ours", ""), "verdict": c["verdict"]})
+    df = pd.DataFrame(rows, columns=["paper", "claim", "paper's number", "ours", "verdict"])
+    fig, ax = plt.subplots(figsize=(7, 0.4 * max(len(df["paper"].unique()), 1) + 1.5))
+    if len(df):
+        counts = pd.crosstab(df["paper"], df["verdict"]).reindex(columns=list(VERDICTS), fill_value=0)
+        counts.plot.barh(stacked=True, ax=ax, color=["#2a9d8f", "#e9c46a", "#e76f51"])
+    ax.set_xlabel("claims")
+    ax.set_title(f"Verdicts per paper, profile {profile_name}")
+    fig_path = base / "summary.png"
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / "summary.tmp.png"
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    tmp.replace(fig_path)
+    plt.close(fig)
+    text = [f"# Results: profile `{profile_name}`", "",
+            "Every row is a claim of a paper, its number as reported (data/paper_results.yaml), ours "
+            "(last-epoch test top-1 or the metric named, mean ± std over seeds) and the verdict computed "
+            "from the seeds (kd.report.compare). Each paper's details: `<paper>/table.md` and the "
+            "executed notebook.", "", df.to_markdown(index=False) if len(df) else "(no paper results yet)",
+            "", "![verdicts](summary.png)", ""]
+    out = base / "README.md"
+    atomic_write_text(out, "\n".join(text))
+    return out
