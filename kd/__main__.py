@@ -54,7 +54,7 @@ def _data(args) -> int:
     info = {"dataset": d["dataset"], "num_train": len(ds.y_train), "num_eval": len(ds.y_eval),
             "eval_split": ds.eval_split, "num_classes": ds.num_classes,
             "image_shape": list(ds.x_train.shape[1:]), "mean": list(ds.mean), "std": list(ds.std)}
-    out = P.results_dir("data") / "data.json"
+    out = P.results_dir("data") / "data.json"  # results/<profile>/data/data.json
     atomic_write_text(out, json.dumps(info, indent=2))
     print(json.dumps(info, indent=2))
     return 0
@@ -63,23 +63,32 @@ def _data(args) -> int:
 def _teacher(args) -> int:
     from kd.params import Profile
 
+    from kd.io import write_csv
+
     P = Profile(args.profile)
     root = P.teacher_root(args.name)
     root.mkdir(parents=True, exist_ok=True)
     if args.name not in P.teacher_names():
         P.teacher_config(args.name)  # unknown names fail here
-        atomic_write_text(root / "unused.json", json.dumps(
-            {"teacher": args.name, "profile": P.name, "trained": False,
-             "reason": "no paper of this profile uses it (params.yaml teachers.<name>.profiles)"}, indent=2))
+        info = {"teacher": args.name, "profile": P.name, "trained": False,
+                "reason": "no paper of this profile uses it (params.yaml teachers.<name>.profiles)"}
+        atomic_write_text(root / "unused.json", json.dumps(info, indent=2))
+        out = P.results_dir("teachers")
+        atomic_write_text(out / f"{args.name}.json", json.dumps(info, indent=2))
+        atomic_write_text(out / f"{args.name}.csv", "epoch,top1,seed\n")
         print(f"teacher {args.name}: not used by profile {P.name}, nothing to train")
         return 0
-    rows = {}
+    rows, history = {}, []
     for seed in P.seeds:
         run = P.teacher(args.name, seed, progress=None)
-        rows[f"seed{seed}"] = {k: run.summary[k] for k in ("top1", "nll", "ece", "train_time_s")}
+        rows[f"seed{seed}"] = {k: run.summary[k] for k in ("top1", "best_top1", "nll", "ece", "train_time_s")}
+        history += run.history.assign(seed=seed).to_dict("records")
         print(f"teacher {args.name} seed {seed}: top-1 {run.summary['top1']:.2f} ({run.path})", flush=True)
-    atomic_write_text(root / "summary.json", json.dumps({"teacher": args.name, "profile": P.name,
-                                                         "trained": True, "seeds": rows}, indent=2))
+    # metrics and per-epoch curves for `dvc metrics show` / `dvc plots show`, outside the run folders
+    out = P.results_dir("teachers")
+    atomic_write_text(out / f"{args.name}.json", json.dumps(
+        {"teacher": args.name, "profile": P.name, "trained": True, "seeds": rows}, indent=2))
+    write_csv(out / f"{args.name}.csv", history)
     return 0
 
 

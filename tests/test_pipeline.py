@@ -1,0 +1,80 @@
+"""The pipeline's files agree with each other: dvc.yaml, params.yaml, notebooks, experiments."""
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kd.params import PROFILES, resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+PAPERS = [k for k in PARAMS if k not in ("profile", "profiles", "teachers")]
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+
+
+def test_profiles_are_the_three_documented_ones():
+    assert set(PARAMS["profiles"]) == set(PROFILES)
+    assert PARAMS["profile"] == "quick", "the default (README main command) is the quick profile"
+
+
+def test_every_paper_has_a_stage_a_notebook_and_an_experiment_module():
+    stages = DVC["stages"]["paper"]["foreach"]
+    assert sorted(stages) == sorted(PAPERS)
+    for paper in PAPERS:
+        assert (ROOT / "notebooks" / f"{paper}.ipynb").exists(), paper
+        module = importlib.import_module(f"kd.experiments.{paper}")
+        assert callable(module.configs) and callable(module.teacher_names), paper
+    report_deps = DVC["stages"]["report"]["deps"]
+    assert all(f"results/${{profile}}/{p}/metrics.json" in report_deps for p in PAPERS)
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_notebook_has_parameters_cell_and_no_outputs(paper):
+    nb = json.loads((ROOT / "notebooks" / f"{paper}.ipynb").read_text())
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged `parameters` (papermill)"
+    assert 'profile = "quick"' in "".join(tagged[0]["source"]), "the defaults are the quick profile"
+    assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), \
+        "notebooks are committed without outputs; executed copies live in results/"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_paper_section_resolves_for_every_profile(profile):
+    for paper in PAPERS:
+        resolve(PARAMS[paper], profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_teachers_used_by_papers_are_trained_in_that_profile(profile):
+    """Every teacher a paper asks for is in params.yaml and trained by the profile's teachers stage."""
+    from kd import params as kd_params
+
+    P = kd_params.Profile.__new__(kd_params.Profile)  # skip __init__'s GPU check: no training here
+    P.params, P.name = PARAMS, profile
+    P.settings = PARAMS["profiles"][profile]
+    P.seeds, P.device, P.workers = list(P.settings["seeds"]), "cpu", 1
+    trained = set(P.teacher_names())
+    for paper in PAPERS:
+        module = importlib.import_module(f"kd.experiments.{paper}")
+        sec = P.section(paper)
+        needed = set(module.teacher_names(P, sec))
+        assert needed <= trained, f"{paper} on {profile} needs untrained teachers {needed - trained}"
+        for cfg in module.configs(P, sec):
+            cfg.validate()
+
+
+@pytest.mark.skipif(shutil.which("dvc") is None and not (Path(sys.executable).parent / "dvc").exists(),
+                    reason="dvc not installed")
+def test_dvc_parses_the_pipeline():
+    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+    out = subprocess.run([dvc, "stage", "list"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    names = out.stdout.split()
+    assert "data" in names and "report" in names
+    assert all(f"paper@{p}" in names for p in PAPERS)
+    assert all(f"teachers@{t}" in names for t in PARAMS["teachers"])
