@@ -109,9 +109,12 @@ def _run_many(args) -> int:
 
 
 def _report(args) -> int:
-    from kd.report import build_report
+    from kd.report import build_report, update_readme
 
     print(build_report(args.profile))
+    if args.readme:
+        update_readme(args.profile)
+        print("README.md results section updated")
     return 0
 
 
@@ -166,6 +169,7 @@ def main(argv=None) -> int:
 
     rep = sub.add_parser("report", help="write results/<profile>/README.md from the papers' metrics")
     rep.add_argument("--profile", default="quick")
+    rep.add_argument("--readme", action="store_true", help="also put the table into the repository README")
     rep.set_defaults(func=_report)
 
     args = parser.parse_args(argv)
