@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,10 +37,13 @@ def _train(args) -> int:
     cfg = TrainConfig(**settings)
     cfg.validate()
     out = Path(args.out) if args.out else runs.run_dir(cfg, runs.runs_root("cli"))
-    print(f"training {cfg.model} with {cfg.method} on {cfg.dataset} -> {out}", flush=True)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports (and writes)
+    if main_process:
+        print(f"training {cfg.model} with {cfg.method} on {cfg.dataset} -> {out}", flush=True)
     summary = fit(cfg, out, teacher=teacher_model, device=args.device, resume=not args.no_resume,
                   checkpoint_every=args.checkpoint_every, compile=args.compile, data_root=args.data_root)
-    print(json.dumps({k: summary[k] for k in ("top1", "best_top1", "nll", "ece", "train_time_s")}, indent=2))
+    if main_process:
+        print(json.dumps({k: summary[k] for k in ("top1", "best_top1", "nll", "ece", "train_time_s")}, indent=2))
     return 0
 
 
@@ -47,9 +51,14 @@ def _data(args) -> int:
     from kd import data
     from kd.params import Profile
 
+    if args.dataset:  # one dataset into --root (the command DatasetNotFoundError names)
+        ds = data.load(args.dataset, args.root, download=True)
+        print(json.dumps({"dataset": args.dataset, "num_train": len(ds.y_train), "num_eval": len(ds.y_eval),
+                          "num_classes": ds.num_classes, "image_shape": list(ds.x_train.shape[1:])}, indent=2))
+        return 0
     P = Profile(args.profile)
     d = P.settings["data"]
-    ds = data.load(d["dataset"], train_subset=d.get("train_subset"), eval_subset=d.get("eval_subset"),
+    ds = data.load(d["dataset"], args.root, train_subset=d.get("train_subset"), eval_subset=d.get("eval_subset"),
                    val_fraction=d.get("val_fraction", 0.0), download=True)
     info = {"dataset": d["dataset"], "num_train": len(ds.y_train), "num_eval": len(ds.y_eval),
             "eval_split": ds.eval_split, "num_classes": ds.num_classes,
@@ -152,7 +161,11 @@ def main(argv=None) -> int:
     t.add_argument("--data-root", help="where the datasets are (default: data/ and system paths)")
     t.set_defaults(func=_train)
 
-    d = sub.add_parser("data", help="check (and on a networked machine fetch) the profile's dataset")
+    d = sub.add_parser("data", help="check (and on a networked machine fetch) the profile's dataset, "
+                                    "or the one named")
+    d.add_argument("dataset", nargs="?", choices=["fashion_mnist", "cifar10", "cifar100", "digits"],
+                   help="fetch this dataset instead of the profile's")
+    d.add_argument("--root", help="data folder (default: data/ and, for Fashion-MNIST, system paths)")
     d.add_argument("--profile", default=None)
     d.set_defaults(func=_data)
 

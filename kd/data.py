@@ -28,8 +28,9 @@ STATS = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
-    "digits": ((0.3071,), (0.3774,)),
+    "digits": ((0.3050,), (0.3756,)),
 }
+NUM_CLASSES = {"fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "digits": 10}
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -76,7 +77,12 @@ def load(name: str, root: str | os.PathLike | None = None, *, train_subset: int 
     reader = {"fashion_mnist": _read_fashion_mnist, "cifar10": _read_cifar,
               "cifar100": _read_cifar, "digits": _read_digits}[name]
     (x_tr, y_tr), (x_te, y_te) = reader(name, root, download)
-    num_classes = int(max(y_tr.max(), y_te.max())) + 1
+    # the dataset's class count, not the largest label seen: a small file may miss classes
+    num_classes = NUM_CLASSES[name]
+    for split, labels in (("train", y_tr), ("test", y_te)):
+        if len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
+            raise ValueError(f"{name} {split} labels must be in [0, {num_classes}), got "
+                             f"[{int(labels.min())}, {int(labels.max())}]")
     gen = torch.Generator().manual_seed(seed)
     eval_split = "test"
     if val_fraction > 0:
@@ -131,9 +137,11 @@ FASHION_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyt
 
 
 def _read_fashion_mnist(name, root, download):
-    candidates = [Path(root) / "fashion-mnist" if root else None, REPO_DATA / "fashion-mnist",
+    base = Path(root) if root else REPO_DATA
+    # <base>/FashionMNIST/raw is where a torchvision download (`python -m kd data`) leaves the files
+    candidates = [base / "fashion-mnist", base / "FashionMNIST" / "raw", REPO_DATA / "fashion-mnist",
                   DEBIAN_FASHION_MNIST]
-    candidates = [c for c in candidates if c is not None]
+    candidates = list(dict.fromkeys(candidates))
     for folder in candidates:
         if all((folder / f).exists() for pair in FASHION_FILES.values() for f in pair):
             break
@@ -141,8 +149,8 @@ def _read_fashion_mnist(name, root, download):
         if not download:
             raise _missing(name, candidates,
                            "sudo apt-get install dataset-fashion-mnist   (Debian/Ubuntu), or\n"
-                           f"  python -m kd data fashion_mnist --download --root {REPO_DATA}")
-        folder = _download_torchvision("FashionMNIST", Path(root or REPO_DATA), name)
+                           f"  python -m kd data fashion_mnist --root {base}   (downloads through torchvision)")
+        folder = _download_torchvision("FashionMNIST", base, name)
     splits = []
     for split in ("train", "test"):
         images, labels = (_read_idx(folder / f) for f in FASHION_FILES[split])
@@ -161,10 +169,10 @@ def _read_cifar(name, root, download):
     folder_name, train_files, test_file, key = CIFAR_LAYOUT[name]
     candidates = [Path(root) if root else REPO_DATA]
     folder = candidates[0] / folder_name
-    if not (folder / test_file).exists():
+    if not all((folder / f).exists() for f in [*train_files, test_file]):
         if not download:
             raise _missing(name, [folder],
-                           f"python -m kd data {name} --download --root {candidates[0]}")
+                           f"python -m kd data {name} --root {candidates[0]}   (downloads through torchvision)")
         _download_torchvision(name.upper(), candidates[0], name)
 
     def read(files):
@@ -219,6 +227,8 @@ class Loader:
     when > 0), and `same_class` extra samples of the anchor's class
     after each anchor (BAKE's sampler: batch_size = anchors * (1 + same_class)).
     train=False: the split in order, no augmentation.
+    shard=(rank, world): data-parallel training; each of the `world` processes gets its
+    contiguous share (batch_size // world samples) of the global batch of `batch_size`.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, mean, std, *, batch_size: int,
@@ -231,8 +241,9 @@ class Loader:
             raise ValueError(f"batch_size ({batch_size}) must be a multiple of 1 + same_class "
                              f"({1 + same_class}) so that every anchor brings its same-class samples")
         rank, world = shard
-        if batch_size % world:
-            raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world})")
+        if batch_size % world or (batch_size // world) % (1 + same_class):
+            raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world}), "
+                             f"and each process's share by 1 + same_class ({1 + same_class})")
         self.device = torch.device(device)
         self.x = x.to(self.device)
         self.y = y.to(self.device)
@@ -275,8 +286,6 @@ class Loader:
             idx = order[i * b:(i + 1) * b]
             if self.same_class:
                 idx = self._with_same_class(idx, gen)
-            if self.world > 1:
-                idx = idx[self.rank::self.world]
             yield self._make_batch(idx, gen)
 
     def _with_same_class(self, anchors: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -297,6 +306,15 @@ class Loader:
             shifts = torch.randint(0, 2 * self.crop_pad + 1, (2, k), generator=gen)
             flips = torch.rand(k, generator=gen) < 0.5
             centres = torch.randint(0, self.x.shape[-1], (2, k), generator=gen)
+        if self.world > 1:
+            # data-parallel: every process draws the whole global batch and its augmentation
+            # (same generator), then keeps its contiguous share, so that the processes together
+            # see exactly the samples and augmentations one process would (anchors stay with
+            # their same-class samples)
+            share = slice(self.rank * k // self.world, (self.rank + 1) * k // self.world)
+            idx = idx[share]
+            if self.train:
+                shifts, flips, centres = shifts[:, share], flips[share], centres[:, share]
         idx_dev = idx.to(self.device, non_blocking=True)
         x = self.x[idx_dev]
         if self.train and self.crop_pad:

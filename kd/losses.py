@@ -176,9 +176,12 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = 1.0, unmixed_fra
 
     lambda ~ Beta(alpha, alpha); each sample in the mixed part of the batch becomes
     lambda x_i + (1 - lambda) x_perm(i), its label likewise. Exactly
-    round(unmixed_fraction * B) randomly chosen samples stay unmixed (perm(i) = i). The
-    official MIX-KD code draws its mixed indices with replacement, so its "0.9 unmixed"
-    leaves about 59% unmixed; here the fraction is what it says.
+    round(unmixed_fraction * B) randomly chosen samples stay unmixed (perm(i) = i); every
+    other sample gets a partner other than itself (the mixed samples, in random order, each
+    paired with the next one: a random cycle; a lone mixed sample is paired with a random
+    unmixed one), so no "mixed" sample is silently left as it was. The official MIX-KD code
+    draws its mixed indices with replacement, so its "0.9 unmixed" leaves about 59%
+    unmixed; here the fraction is what it says. (A batch of one cannot be mixed.)
     Returns (mixed x, mixed y_soft, lambda, perm).
     """
     if not 0 <= unmixed_fraction <= 1:
@@ -189,7 +192,8 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = 1.0, unmixed_fra
     order = torch.randperm(n, generator=generator)
     mixed = order[round(unmixed_fraction * n):]
     perm = torch.arange(n)
-    perm[mixed] = mixed[torch.randperm(len(mixed), generator=generator)]
+    # a random permutation of the mixed part would leave ~1 of them paired with itself
+    perm[mixed] = mixed.roll(1) if len(mixed) > 1 else order[:1]
     perm = perm.to(x.device)
     weight = torch.ones(n, device=x.device)
     weight[mixed.to(x.device)] = lam

@@ -9,6 +9,15 @@ channels_last, the GPU-resident loader and no per-step host synchronisation.
 Determinism: one seed fixes the initialisation, the batches, the augmentation and the
 methods' randomness; on CPU the same seed gives bit-identical metrics. On GPU, cuDNN's
 algorithm choice, atomics in backward kernels and bf16 rounding make runs differ slightly.
+
+Data parallel (`torchrun --nproc_per_node N -m kd train ...`): `batch_size` is the GLOBAL
+batch; each process trains on its batch_size // N share of the same samples and
+augmentations one process would draw, and DDP averages the gradients, so a step equals
+one process's step except for BatchNorm, whose batch statistics are per process (plain
+BatchNorm, not SyncBatchNorm, which has no CPU kernel; running statistics are rank 0's). tests/test_train.py checks
+that two CPU processes (gloo) match one process, exactly up to float rounding without
+BatchNorm and within a stated tolerance with it. Logged training losses are averaged over
+the processes; rank 0 evaluates and writes the files.
 """
 from __future__ import annotations
 
@@ -215,7 +224,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     if teacher is not None:
         t_classes = _out_features(teacher)
         if t_classes != ds.num_classes:
-            raise ValueError(f"teacher predicts {t_classes} classes but {cfg.dataset} has {ds.num_classes}")
+            raise ValueError(f"teacher predicts {t_classes} classes but {cfg.dataset} has {ds.num_classes}: "
+                             f"distil from a teacher trained on {cfg.dataset}")
         teacher = teacher.to(device).eval().requires_grad_(False)
         if channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
@@ -263,6 +273,10 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v.detach().float()
         guard.check()
+        if dist.world > 1 and sums:  # the logged training loss is the mean over all processes
+            stacked = torch.stack([sums[k] for k in sums])
+            torch.distributed.all_reduce(stacked)
+            sums = dict(zip(sums, stacked / dist.world))
         row = {"epoch": epoch + 1, "lr": lr}
         row.update({f"train_{k}": (v / steps_per_epoch).item() for k, v in sums.items()})
         row["train_loss"] = sum(row[f"train_{k}"] for k in sums)

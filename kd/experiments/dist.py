@@ -1,0 +1,148 @@
+"""Knowledge Distillation from A Stronger Teacher (DIST; Huang, You, Wang, Qian, Xu;
+NeurIPS 2022): the trainings of notebooks/dist.ipynb and its analysis helpers.
+
+Every training the notebook needs (params.yaml section `dist`, resolved for a profile):
+- stronger teachers: the fixed `student` distilled with KD and with DIST from each of
+  `stronger_teachers`, plus the student trained alone (CE);
+- pairs: KD and DIST for each teacher -> student pair (the paper's CIFAR-100 table);
+- ablation on the first pair: inter-class only (gamma = 0), intra-class only (beta = 0),
+  both (the DIST run of the pair).
+Identical configurations are one run (the cache is keyed by the configuration's hash), so
+a pair whose teacher is among the stronger teachers and whose student is `student` costs
+nothing extra.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from kd.train import TrainConfig
+
+
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
+
+
+def scale_label(cfg: TrainConfig, P) -> str:
+    """'ours: Fashion-MNIST 1000 images, 5 epochs, 1 seed' for tables and figures."""
+    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
+    k = len(P.seeds)
+    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+            f"{k} seed{'s' if k > 1 else ''}, last epoch")
+
+
+def label(pair: dict) -> str:
+    return f"{pair['teacher']}->{pair['student']}"
+
+
+def paper_pair(pair: dict) -> str:
+    """The CIFAR-100 pair of the paper this pair stands in for (`paper_pair`, else itself)."""
+    return pair.get("paper_pair", label(pair))
+
+
+def kd_args(sec: dict) -> dict:
+    """The KD baseline of the paper's CIFAR table (CRD recipe): 0.1 CE + 0.9 T^2 KL, T = tau."""
+    return {"temperature": float(sec["temperature"])}
+
+
+def dist_args(sec: dict, beta: float | None = None, gamma: float | None = None) -> dict:
+    """DIST on CIFAR: ce_weight CE + kd_weight tau^2 (beta inter + gamma intra)."""
+    return {"beta": float(sec["beta"] if beta is None else beta),
+            "gamma": float(sec["gamma"] if gamma is None else gamma),
+            "temperature": float(sec["temperature"]), "ce_weight": float(sec["ce_weight"]),
+            "kd_weight": float(sec["kd_weight"])}
+
+
+def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
+    """{group: {row label: [TrainConfig per seed]}}; groups "stronger" (rows '<teacher> KD|DIST'
+    and 'CE'), "pairs" (rows '<pair> KD|DIST'), "ablation" (rows 'inter only', 'intra only',
+    'inter + intra' on the first pair)."""
+    out: dict[str, dict[str, list[TrainConfig]]] = {"stronger": {}, "pairs": {}, "ablation": {}}
+
+    def add(group, row, cfg):
+        out[group].setdefault(row, []).append(cfg)
+
+    for seed in P.seeds:
+        student = sec["student"]
+        add("stronger", "CE", P.config(student, "ce", seed=seed, paper="dist"))
+        for name in sec["stronger_teachers"]:
+            t = P.teacher_config(name, seed)
+            add("stronger", f"{name} KD", P.config(student, "kd", seed=seed, method_args=kd_args(sec), teacher=t,
+                                                    paper="dist"))
+            add("stronger", f"{name} DIST", P.config(student, "dist", seed=seed, method_args=dist_args(sec),
+                                                      teacher=t, paper="dist"))
+        for i, pair in enumerate(sec["pairs"]):
+            t = P.teacher_config(pair["teacher"], seed)
+            train = dict(pair.get("train") or {})
+            add("pairs", f"{label(pair)} KD", P.config(pair["student"], "kd", seed=seed, method_args=kd_args(sec),
+                                                       teacher=t, paper="dist", **train))
+            dist = P.config(pair["student"], "dist", seed=seed, method_args=dist_args(sec), teacher=t,
+                            paper="dist", **train)
+            add("pairs", f"{label(pair)} DIST", dist)
+            if i == 0:
+                add("ablation", "inter only", dist.replace(method_args=dist_args(sec, gamma=0.0)))
+                add("ablation", "intra only", dist.replace(method_args=dist_args(sec, beta=0.0)))
+                add("ablation", "inter + intra", dist)
+    return out
+
+
+def teacher_names(P, sec: dict) -> list[str]:
+    return list(dict.fromkeys([*sec["stronger_teachers"], *(p["teacher"] for p in sec["pairs"])]))
+
+
+def configs(P, sec: dict) -> list[TrainConfig]:
+    """Every training of the notebook, each configuration once."""
+    unique: dict[str, TrainConfig] = {}
+    for group in plan(P, sec).values():
+        for cfgs in group.values():
+            for c in cfgs:
+                unique.setdefault(c.hash(), c)
+    return list(unique.values())
+
+
+def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
+    """Train what is missing (cached runs are reused); `plan` with Runs in place of configs."""
+    p = plan(P, sec)
+    cfgs = configs(P, sec)
+    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs, "dist"))}
+    return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
+
+
+def stronger_frame(P, sec: dict, stronger: dict) -> pd.DataFrame:
+    """One row per (teacher, seed, method): the teacher's test top-1 and parameter count, and
+    the student's top-1, KL(t||s) and agreement with its teacher (test split, last epoch)."""
+    rows = []
+    for name in sec["stronger_teachers"]:
+        for method in ("KD", "DIST"):
+            for run in stronger[f"{name} {method}"]:
+                t = P.teacher(name, run.config.seed).summary
+                s = run.summary
+                rows.append({"teacher": name, "seed": run.config.seed, "method": method,
+                             "teacher_top1": t["top1"], "teacher_params": t["params"], "top1": s["top1"],
+                             "kl_teacher": s["kl_teacher"], "agreement": s["agreement"]})
+    return pd.DataFrame(rows)
+
+
+def gain_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """DIST - KD student top-1 per (teacher, seed), with the teacher's accuracy."""
+    wide = df.pivot_table(index=["teacher", "seed", "teacher_top1"], columns="method", values="top1").reset_index()
+    wide["gain"] = wide["DIST"] - wide["KD"]
+    return wide
+
+
+def paper_pairs_table(results: dict) -> pd.DataFrame:
+    rows = [{"pair (CIFAR-100)": k, "KD": v[0], "DIST": f"{v[1]:.2f} ± {v[2]:.2f}", "DIST - KD": round(v[1] - v[0], 2)}
+            for k, v in results["pairs"].items()]
+    return pd.DataFrame(rows).set_index("pair (CIFAR-100)")
+
+
+def paper_stronger_table(results: dict) -> pd.DataFrame:
+    st = results["stronger_teachers"]
+    return pd.DataFrame({"teacher (ImageNet)": st["teachers"], "KD": st["kd"], "DIST": st["dist"],
+                         "DIST - KD": np.round(np.subtract(st["dist"], st["kd"]), 2)}).set_index("teacher (ImageNet)")
+
+
+def paper_text(results: dict, pair: str, method: str) -> str:
+    v = results["pairs"].get(pair)
+    if not v:
+        return "–"
+    return f"{v[0]:.2f} ({pair})" if method == "KD" else f"{v[1]:.2f} ± {v[2]:.2f} ({pair})"

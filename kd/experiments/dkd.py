@@ -1,0 +1,205 @@
+"""Decoupled Knowledge Distillation (Zhao, Cui, Song, Qiu, Liang; CVPR 2022): the trainings
+of notebooks/dkd.ipynb and its analysis helpers.
+
+Every training the notebook needs (params.yaml section `dkd`, resolved for a profile):
+- for each teacher -> student pair: CE (the student alone), KD and DKD with the pair's
+  paper beta (or `beta` when it is set);
+- on the first pair, the ablation of the paper's Table 1: TCKD only (DKD's loss with
+  beta = 0) and NCKD only (alpha = 0), each at unit weight (`ablation_weight`); DKD's
+  method always adds CE at weight 1, like mdistiller;
+- on the first pair, the beta sweep `betas` (alpha fixed).
+Identical configurations are one run (the cache is keyed by the configuration's hash),
+so the first pair's CE / KD / DKD serve the ablation, the pair table and the sweep.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from kd import data as kd_data
+from kd import losses
+from kd.metrics import predict
+from kd.train import TrainConfig
+
+
+# ---------------------------------------------------------------- the design
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
+
+
+def scale_label(cfg: TrainConfig, P) -> str:
+    """'ours: Fashion-MNIST 1000 images, 5 epochs, 1 seed' for tables and figures."""
+    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
+    k = len(P.seeds)
+    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+            f"{k} seed{'s' if k > 1 else ''}, last epoch")
+
+
+def label(pair: dict) -> str:
+    return f"{pair['teacher']}->{pair['student']}"
+
+
+def paper_pair(pair: dict) -> str:
+    """The CIFAR-100 pair of the paper this pair stands in for (`paper_pair`, else itself)."""
+    return pair.get("paper_pair", label(pair))
+
+
+def pair_beta(sec: dict, pair: dict) -> float:
+    """`beta` of the section when set (a papermill / `dvc exp run -S dkd.beta=..` override),
+    else the paper's beta of the pair."""
+    return float(sec["beta"] if sec.get("beta") is not None else pair["beta"])
+
+
+def kd_args(sec: dict) -> dict:
+    """KD baseline as in mdistiller / CRD: 0.1 CE + 0.9 T^2 KL, T = `temperature`."""
+    return {"temperature": float(sec["temperature"])}
+
+
+def dkd_args(sec: dict, *, beta: float, alpha: float | None = None) -> dict:
+    """DKD: CE + min(epoch / warmup, 1) (alpha TCKD + beta NCKD) (paper Eq. 6)."""
+    return {"alpha": float(sec["alpha"] if alpha is None else alpha), "beta": float(beta),
+            "temperature": float(sec["temperature"]), "warmup": float(sec["warmup"])}
+
+
+def ablation_args(sec: dict) -> dict[str, dict]:
+    """Table 1's rows that are not CE / KD: each part of KD alone, at weight `ablation_weight`."""
+    w = float(sec.get("ablation_weight", 1.0))
+    return {"TCKD only": dkd_args(sec, alpha=w, beta=0.0), "NCKD only": dkd_args(sec, alpha=0.0, beta=w)}
+
+
+def _train(sec: dict, pair: dict) -> dict:
+    return dict(pair.get("train") or {})
+
+
+def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
+    """{group: {row label: [TrainConfig per seed]}}; groups "pairs" (rows '<pair> CE|KD|DKD'),
+    "ablation" (CE, TCKD only, NCKD only, KD, DKD on the first pair), "sweep" (rows 'beta=b')."""
+    out: dict[str, dict[str, list[TrainConfig]]] = {"pairs": {}, "ablation": {}, "sweep": {}}
+    for i, pair in enumerate(sec["pairs"]):
+        rows = {}
+        for seed in P.seeds:
+            teacher = P.teacher_config(pair["teacher"], seed)
+            train = _train(sec, pair)
+            cfgs = {"CE": P.config(pair["student"], "ce", seed=seed, paper="dkd", **train),
+                    "KD": P.config(pair["student"], "kd", seed=seed, method_args=kd_args(sec), teacher=teacher,
+                                   paper="dkd", **train),
+                    "DKD": P.config(pair["student"], "dkd", seed=seed, teacher=teacher, paper="dkd",
+                                    method_args=dkd_args(sec, beta=pair_beta(sec, pair)), **train)}
+            if i == 0:
+                cfgs.update({name: P.config(pair["student"], "dkd", seed=seed, method_args=args, teacher=teacher,
+                                            paper="dkd", **train)
+                             for name, args in ablation_args(sec).items()})
+                cfgs.update({f"beta={b:g}": P.config(pair["student"], "dkd", seed=seed, teacher=teacher, paper="dkd",
+                                                     method_args=dkd_args(sec, beta=b), **train)
+                             for b in sec["betas"]})
+            for k, c in cfgs.items():
+                rows.setdefault(k, []).append(c)
+        for k in ("CE", "KD", "DKD"):
+            out["pairs"][f"{label(pair)} {k}"] = rows[k]
+        if i == 0:
+            out["ablation"] = {k: rows[k] for k in ("CE", "TCKD only", "NCKD only", "KD", "DKD")}
+            out["sweep"] = {f"beta={b:g}": rows[f"beta={b:g}"] for b in sec["betas"]}
+    return out
+
+
+def teacher_names(P, sec: dict) -> list[str]:
+    return list(dict.fromkeys(p["teacher"] for p in sec["pairs"]))
+
+
+def configs(P, sec: dict) -> list[TrainConfig]:
+    """Every training of the notebook, each configuration once."""
+    unique: dict[str, TrainConfig] = {}
+    for group in plan(P, sec).values():
+        for cfgs in group.values():
+            for c in cfgs:
+                unique.setdefault(c.hash(), c)
+    return list(unique.values())
+
+
+def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
+    """Train what is missing (cached runs are reused) and return `plan` with Runs in place
+    of the configurations."""
+    p = plan(P, sec)
+    cfgs = configs(P, sec)
+    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs, "dkd"))}
+    return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
+
+
+# ---------------------------------------------------------------- analysis
+def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
+    """The data split a configuration trains and evaluates on."""
+    return kd_data.load(cfg.dataset, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
+                        val_fraction=cfg.val_fraction, seed=cfg.seed)
+
+
+def train_logits(model: torch.nn.Module, ds: kd_data.Dataset, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """A model's logits on the training split (in order, no augmentation)."""
+    loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=512, train=False, device=device)
+    logits, targets = predict(model.to(device), loader)
+    return logits.cpu(), targets.cpu()
+
+
+def decomposition(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+                  temperature: float = 4.0) -> pd.DataFrame:
+    """Per sample: KD, TCKD, NCKD (from kd.losses, each on a batch of one, so that the batch
+    mean is the sample's value), the coupling weight w = 1 - p_t,target at temperature T,
+    and |KD - (TCKD + w NCKD)|: DKD's Eq. 5, KD = TCKD + (1 - p_t,target) NCKD, per sample."""
+    s, t, y = student_logits.double(), teacher_logits.double(), target.long()
+    rows = []
+    for i in range(len(y)):
+        si, ti, yi = s[i:i + 1], t[i:i + 1], y[i:i + 1]
+        rows.append((losses.kd_loss(si, ti, temperature).item(), losses.tckd_loss(si, ti, yi, temperature).item(),
+                     losses.nckd_loss(si, ti, yi, temperature).item()))
+    df = pd.DataFrame(rows, columns=["kd", "tckd", "nckd"])
+    df["weight"] = coupling_weight(teacher_logits, target, temperature).numpy()
+    df["weight_T1"] = coupling_weight(teacher_logits, target, 1.0).numpy()
+    df["abs_error"] = (df["kd"] - (df["tckd"] + df["weight"] * df["nckd"])).abs()
+    return df
+
+
+def coupling_weight(teacher_logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """1 - p_t,target of softmax(z_t / T): the weight KD puts on NCKD (DKD Eq. 5)."""
+    p = F.softmax(teacher_logits.double() / temperature, dim=1)
+    return 1 - p.gather(1, target.long().view(-1, 1)).squeeze(1)
+
+
+def sweep_frame(sweep: dict[str, list], key: str = "top1") -> pd.DataFrame:
+    """Rows 'beta=b' -> one row per run: beta, seed, value."""
+    rows = []
+    for name, runs in sweep.items():
+        b = float(name.split("=", 1)[1])
+        rows += [{"beta": b, "seed": r.config.seed, key: r.summary[key]} for r in runs]
+    return pd.DataFrame(rows)
+
+
+def paper_table(results: dict) -> pd.DataFrame:
+    """The paper's CIFAR-100 KD / DKD table (data/paper_results.yaml)."""
+    rows = [{"pair (CIFAR-100)": k, "KD": v[0], "DKD": v[1], "DKD - KD": round(v[1] - v[0], 2)}
+            for k, v in results["pairs"].items()]
+    return pd.DataFrame(rows).set_index("pair (CIFAR-100)")
+
+
+def paper_text(results: dict, pair: str) -> str:
+    """'KD a / DKD b' for a paper pair, or 'n/a' when the paper has no number for it."""
+    v = results["pairs"].get(pair)
+    return f"KD {v[0]:.2f} / DKD {v[1]:.2f} ({pair})" if v else "n/a"
+
+
+def time_steps(P, sec: dict, runs: dict, steps: int, rounds: int) -> dict:
+    """KD's and DKD's training step on the first pair, interleaved in the same process
+    (kd.timing.step_times); ratio = DKD / KD."""
+    from kd.timing import step_times
+
+    pair = sec["pairs"][0]
+    kd_run = runs["pairs"][f"{label(pair)} KD"][0]
+    cfg = kd_run.config
+    teacher = P.teacher(pair["teacher"], cfg.seed).model(P.device)
+    ds = dataset_of(cfg)
+    return step_times({"KD": ("kd", kd_args(sec)), "DKD": ("dkd", dkd_args(sec, beta=pair_beta(sec, pair)))},
+                      cfg.model, ds, teacher=teacher, batch_size=cfg.batch_size, steps=steps, rounds=rounds,
+                      device=P.device, seed=cfg.seed)
+
+
+def values_by_seed(runs, key="top1") -> np.ndarray:
+    return np.asarray([r.summary[key] for r in runs], float)

@@ -1,0 +1,155 @@
+"""TAKD: Mirzadeh et al., "Improved Knowledge Distillation via Teacher Assistant", AAAI 2020
+(official code: github.com/imirzadeh/Teacher-Assistant-Knowledge-Distillation).
+
+The trainings of notebooks/takd.ipynb, per family (params.yaml `takd.plane`, `takd.resnet`):
+
+- claim 1, the capacity gap: the student trained alone (CE), and distilled from each model of
+  the family trained alone (the assistants' sizes and the largest teacher; params.yaml teachers);
+- claim 2, teacher assistants: each assistant distilled from the largest teacher, then the
+  student distilled from that assistant (a chain of nested TrainConfigs);
+- claim 3, multi-step: the student at the end of the full chain teacher -> every assistant
+  (largest first) -> student.
+
+Every distillation step uses the method `takd`: (1 - lambda) CE + lambda T^2 KL(p_t || p_s),
+our KL summed over classes and averaged over the batch (the official code averages over
+classes too; see `official_kd_loss`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kd.train import TrainConfig
+
+
+def families(sec: dict, key: str) -> list[str]:
+    """The families (`plane`, `resnet`) a claim uses: `capacity_gap`, `assistant_families`,
+    `chain_families` of the section."""
+    return list(sec.get(key) or [])
+
+
+def family(sec: dict, name: str) -> dict:
+    """One family: student, teacher, assistants (increasing size) and its training overrides."""
+    f = dict(sec[name])
+    f["assistants"] = list(f.get("assistants") or [])
+    f["train"] = dict(f.get("train") or {})
+    return f
+
+
+def sizes(sec: dict, name: str) -> list[str]:
+    """The family's models larger than the student, in increasing size (claim 1's teachers)."""
+    f = family(sec, name)
+    return f["assistants"] + [f["teacher"]]
+
+
+def method_args(sec: dict) -> dict:
+    return {"temperature": float(sec["temperature"]), "lambda_": float(sec["lambda_"])}
+
+
+def ce_config(P, sec: dict, name: str, seed: int) -> TrainConfig:
+    """The family's student trained alone with cross-entropy (the no-KD baseline)."""
+    f = family(sec, name)
+    return P.config(f["student"], "ce", seed=seed, paper="takd", **f["train"])
+
+
+def kd_config(P, sec: dict, name: str, model: str, teacher: TrainConfig, seed: int) -> TrainConfig:
+    """`model` distilled with TAKD's loss from the run `teacher` (a TrainConfig)."""
+    f = family(sec, name)
+    return P.config(model, "takd", seed=seed, method_args=method_args(sec), teacher=teacher,
+                    paper="takd", **f["train"])
+
+
+def chain_config(P, sec: dict, name: str, models: list[str], seed: int) -> TrainConfig:
+    """The last model of `models` = [teacher, intermediate..., student] distilled step by step:
+    the first model is the params.yaml teacher trained alone, each next one is distilled from the
+    previous one's run. The result is one TrainConfig whose `.teacher` nests the chain."""
+    cfg = P.teacher_config(models[0], seed)
+    for model in models[1:]:
+        cfg = kd_config(P, sec, name, model, cfg, seed)
+    return cfg
+
+
+def experiment(P, sec: dict) -> dict:
+    """{family: {"ce": [cfg per seed], "gap": {teacher: [cfg per seed]},
+    "assistant": {assistant: [cfg per seed]}, "chain": [cfg per seed] (if the family has one)}}.
+
+    "gap"[teacher]: student <- teacher (trained alone); "assistant"[a]: student <- a <- largest
+    teacher; "gap"[largest teacher] is the direct KD baseline of claims 2 and 3."""
+    names = dict.fromkeys(families(sec, "capacity_gap") + families(sec, "assistant_families")
+                          + families(sec, "chain_families"))
+    out = {}
+    for name in names:
+        f = family(sec, name)
+        e = {"ce": [ce_config(P, sec, name, s) for s in P.seeds],
+             "gap": {t: [kd_config(P, sec, name, f["student"], P.teacher_config(t, s), s) for s in P.seeds]
+                     for t in sizes(sec, name)}}
+        if name in families(sec, "assistant_families"):
+            e["assistant"] = {a: [chain_config(P, sec, name, [f["teacher"], a, f["student"]], s) for s in P.seeds]
+                              for a in f["assistants"]}
+        if name in families(sec, "chain_families") and len(f["assistants"]) > 1:
+            models = [f["teacher"], *reversed(f["assistants"]), f["student"]]
+            e["chain"] = [chain_config(P, sec, name, models, s) for s in P.seeds]
+        out[name] = e
+    return out
+
+
+def teacher_names(P, sec: dict) -> list[str]:
+    """The params.yaml teachers the notebook distils from."""
+    return list(dict.fromkeys(t for name in experiment(P, sec) for t in sizes(sec, name)))
+
+
+def _flatten(node):
+    if isinstance(node, TrainConfig):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from _flatten(v)
+    else:
+        for v in node:
+            yield from _flatten(v)
+
+
+def configs(P, sec: dict) -> list[TrainConfig]:
+    """Every training of the notebook (teachers and assistants are nested in them)."""
+    return _unique(_flatten(experiment(P, sec)))
+
+
+def _unique(cfgs) -> list[TrainConfig]:
+    seen, out = set(), []
+    for c in cfgs:
+        if c.hash() not in seen:
+            seen.add(c.hash())
+            out.append(c)
+    return out
+
+
+def chain_models(cfg: TrainConfig) -> list[str]:
+    """The models of a chain, largest teacher first: 'plane10 -> plane4 -> plane2'."""
+    models = []
+    while cfg is not None:
+        models.append(cfg.model)
+        cfg = cfg.teacher
+    return models[::-1]
+
+
+def official_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                     temperature: float = 4.0) -> torch.Tensor:
+    """The KD term of TAKD's official train.py: T^2 * nn.KLDivLoss()(log p_s, p_t) with
+    PyTorch's default reduction, the mean over all B x C elements, i.e. our `kd.losses.kd_loss`
+    (sum over classes, mean over the batch) divided by the number of classes C."""
+    T = temperature
+    return T * T * F.kl_div(F.log_softmax(student_logits / T, dim=1), F.softmax(teacher_logits / T, dim=1),
+                            reduction="mean")
+
+
+def official_learning_rate(epoch: int, epochs: int, plane: bool) -> float:
+    """The learning rate of the official code's `adjust_learning_rate` (train.py), as written:
+    plain CNNs get 0.01 throughout; for ResNets the first test `epoch < int(epoch / 2)` is never
+    true, so they start at 0.01 (not 0.1) and drop to 0.001 at 3/4 of training."""
+    if plane:
+        return 0.01
+    if epoch < int(epoch / 2.0):
+        return 0.1
+    if epoch < int(epochs * 3 / 4.0):
+        return 0.1 * 0.1
+    return 0.1 * 0.01

@@ -1,0 +1,118 @@
+"""The command line: `python -m kd ...`."""
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from kd.__main__ import main
+
+# One OpenMP thread: two stall badly when other processes share a 2-core machine.
+ENV = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}, "OMP_NUM_THREADS": "1"}
+
+
+def kd_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "kd", *args], capture_output=True, text=True, timeout=300,
+                          env=ENV, cwd=cwd)
+
+
+def test_help_lists_the_commands():
+    out = kd_cli("--help")
+    assert out.returncode == 0, out.stderr
+    for command in ("train", "data", "teacher", "run-many", "report"):
+        assert command in out.stdout
+    assert "python -m kd train --model resnet8" in out.stdout, "the usage examples are shown"
+
+
+def test_train_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--model", "--dataset", "--method", "--method-args", "--teacher-run", "--train-subset", "--epochs",
+                   "--batch-size", "--lr", "--schedule", "--warmup-epochs", "--seed", "--out", "--device",
+                   "--no-resume", "--checkpoint-every", "--compile", "--data-root"):
+        assert option in text, option
+
+
+def test_train_writes_metrics_checkpoint_and_summary_and_prints_epochs(tmp_path):
+    out_dir = tmp_path / "run"
+    out = kd_cli("train", "--model", "resnet8", "--dataset", "digits", "--epochs", "2", "--train-subset", "200",
+                 "--eval-subset", "100", "--batch-size", "50", "--crop-pad", "1", "--device", "cpu",
+                 "--checkpoint-every", "1", "--out", str(out_dir))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("training resnet8 with ce on digits -> ")
+    epoch_lines = [l for l in lines if l.startswith("run epoch ")]
+    assert [l.split()[2] for l in epoch_lines] == ["1/2", "2/2"], out.stdout
+    assert all(" loss " in l and " top1 " in l and " ece " in l for l in epoch_lines)
+    summary = json.loads(out.stdout[out.stdout.index("{"):])
+    assert set(summary) == {"top1", "best_top1", "nll", "ece", "train_time_s"}
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "final.json", "model.pt", "eval_logits.pt"):
+        assert (out_dir / name).exists(), name
+    hist = pd.read_csv(out_dir / "metrics.csv")
+    assert hist["epoch"].tolist() == [1, 2] and hist["top1"].notna().all()
+    final = json.loads((out_dir / "final.json").read_text())
+    assert final["top1"] == pytest.approx(summary["top1"]) and final["num_train"] == 200
+    assert torch.load(out_dir / "checkpoint.pt", weights_only=False)["epoch"] == 2
+    config = json.loads((out_dir / "config.json").read_text())
+    assert (config["model"], config["dataset"], config["epochs"], config["batch_size"]) == ("resnet8", "digits", 2, 50)
+
+
+def test_train_a_student_from_a_teacher_run(tmp_path, capsys):
+    common = ["--dataset", "digits", "--epochs", "1", "--train-subset", "200", "--eval-subset", "100",
+              "--batch-size", "50", "--crop-pad", "1", "--device", "cpu"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", "--model", "plane2", *common, "--out", str(tmp_path / "teacher")]) == 0
+        assert main(["train", "--model", "plane2", "--method", "kd", "--method-args", '{"temperature": 2}',
+                     "--teacher-run", str(tmp_path / "teacher"), *common, "--out", str(tmp_path / "student")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    final = json.loads((tmp_path / "student" / "final.json").read_text())
+    assert "agreement" in final and "kl_teacher" in final
+    config = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert config["method_args"] == {"temperature": 2} and config["teacher"]["model"] == "plane2"
+
+
+def test_unknown_model_exits_nonzero_with_a_clear_message(tmp_path):
+    out = kd_cli("train", "--model", "resnet9", "--dataset", "digits", "--device", "cpu", "--out", str(tmp_path / "r"))
+    assert out.returncode != 0
+    assert "unknown model 'resnet9'; available:" in out.stderr and "resnet8" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "kd"], "needs a teacher"),
+    (["--method", "kd", "--method-args", '{"temperature": -1}'], "temperature must be positive, got -1"),
+    (["--method", "kd", "--teacher-run", "/nonexistent"], "no finished run there"),
+    (["--model", "plane2", "--method", "kdd"], "unknown method 'kdd'; available:"),
+    (["--schedule", "step"], "invalid choice: 'step'"),
+    (["--dataset", "mnist"], "invalid choice: 'mnist'"),
+])
+def test_other_bad_input_fails_cleanly(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        code = main(["train", "--model", "plane2", "--device", "cpu", "--out", str(tmp_path / "r"), *args])
+        raise SystemExit(code)
+    assert e.value.code not in (0, None)
+    captured = capsys.readouterr()
+    assert message in captured.err + str(e.value.code)
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_command_accepts_the_profile_form(monkeypatch):
+    """`python -m kd data --profile quick` (dvc.yaml's data stage) still parses beside the
+    optional dataset argument that DatasetNotFoundError's message uses."""
+    import kd.__main__ as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_data", lambda args: seen.append(vars(args)) or 0)
+    assert main(["data", "--profile", "quick"]) == 0
+    assert main(["data", "cifar10", "--root", "/some/where"]) == 0
+    assert (seen[0]["dataset"], seen[0]["profile"], seen[0]["root"]) == (None, "quick", None)
+    assert (seen[1]["dataset"], seen[1]["root"]) == ("cifar10", "/some/where")

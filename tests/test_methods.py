@@ -1,0 +1,311 @@
+"""kd.methods: every registered method trains on scikit-learn's 8x8 digits and its loss goes
+down; the methods' state (PS-KD's memory, DKD's warm-up); the registry's error messages.
+
+Students and teachers are resnet8 (1 input channel): self-distillation needs the teacher's
+architecture and dense Zipf LS a global-average-pool head. The teacher is trained with
+cross-entropy for a few dozen steps, once per module. Each training run is 30 SGD steps at
+the start of a nominal 100-epoch schedule (as in a real run's first steps: DKD's warm-up
+and PS-KD's alpha_t are small there). The whole file runs in about 15 s on 2 shared cores.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kd.data
+import kd.methods
+import kd.models
+from kd import losses
+from kd.data import Batch, Loader
+
+STEPS = 30
+EPOCHS = 100      # the nominal schedule length passed to on_epoch_start
+BATCH = 60        # a multiple of 1 + same_class (BAKE's 3)
+DEVICE = torch.device("cpu")
+
+# per method: the hyperparameter variants trained (defaults first)
+VARIANTS = {
+    "ce": [{}],
+    "label_smoothing": [{}],
+    "kd": [{}],
+    "takd": [{}],
+    "self_distillation": [{}],
+    "dkd": [{}],
+    "dist": [{}],
+    "pskd": [{}],
+    "bake": [{}],
+    "zipf_ls": [{}, {"dense": True}],
+    "mixup": [{}],
+    "mixup_kd": [{}, {"unmixed_fraction": 0.5}, {"std_scaling": False}, {"mixup": False}],
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models train as fast on one thread, and two OpenMP threads stall badly when
+    other processes share the two cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return kd.data.load("digits")
+
+
+def loader(ds, seed=0, same_class=0):
+    return Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=BATCH, train=True, device=DEVICE,
+                  seed=seed, crop_pad=1, same_class=same_class)
+
+
+def train(method, ds, teacher=None, model="resnet8", steps=STEPS, lr=0.05, seed=0):
+    """The training loop of kd.train.fit, reduced: returns the per-step total losses."""
+    torch.manual_seed(seed)
+    student = kd.models.create(model, ds.num_classes, in_channels=ds.in_channels).train()
+    data = loader(ds, seed, method.same_class)
+    method.setup(data.y, ds.num_classes, DEVICE, seed)
+    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    history, epoch = [], 0
+    while len(history) < steps:
+        data.set_epoch(epoch)
+        method.on_epoch_start(epoch, EPOCHS)
+        for batch in data:
+            logits, terms = method.forward_train(student, teacher, batch)
+            assert logits.shape == (len(batch.y), ds.num_classes)
+            assert terms and all(v.ndim == 0 and torch.isfinite(v) for v in terms.values()), terms
+            loss = sum(terms.values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+            if len(history) == steps:
+                break
+        epoch += 1
+    return history
+
+
+@pytest.fixture(scope="module")
+def teacher(digits):
+    """resnet8 trained with cross-entropy for 60 steps (about 90% training accuracy)."""
+    torch.manual_seed(123)
+    model = kd.models.create("resnet8", digits.num_classes, in_channels=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    data = loader(digits, seed=123)
+    steps = 0
+    for epoch in range(10):
+        data.set_epoch(epoch)
+        for batch in data:
+            loss = F.cross_entropy(model(batch.x), batch.y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+            if steps == 60:
+                return model.eval().requires_grad_(False)
+
+
+def test_every_registered_method_is_tested():
+    assert sorted(VARIANTS) == kd.methods.available()
+
+
+@pytest.mark.parametrize("name,hp", [(n, hp) for n, variants in VARIANTS.items() for hp in variants],
+                         ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={x}" for k, x in v.items()) or "default")
+def test_method_trains_and_loss_goes_down(name, hp, digits, teacher):
+    method = kd.methods.create(name, **hp)
+    history = train(method, digits, teacher if method.needs_teacher else None)
+    first, last = sum(history[:5]) / 5, sum(history[-5:]) / 5
+    assert last < 0.9 * first, f"{name} {hp}: loss {first:.3f} -> {last:.3f}: {history}"
+
+
+def test_method_flags():
+    teacher_methods = {"kd", "takd", "self_distillation", "dkd", "dist", "mixup_kd"}
+    for name in kd.methods.available():
+        method = kd.methods.create(name)
+        assert method.needs_teacher == (name in teacher_methods), name
+        assert method.same_architecture == (name == "self_distillation"), name
+        assert method.same_class == (3 if name == "bake" else 0), name
+    assert kd.methods.create("bake", same_class=1).same_class == 1
+
+
+def test_bake_batches_hold_same_class_groups(digits):
+    method = kd.methods.create("bake")
+    batch = next(iter(loader(digits, same_class=method.same_class)))
+    groups = batch.y.view(-1, 1 + method.same_class)
+    assert torch.all(groups == groups[:, :1]), "each anchor is followed by 3 samples of its class"
+    index = batch.index.view(-1, 1 + method.same_class)
+    assert torch.all(index[:, 1:] != index[:, :1]), "the extra samples are not the anchor itself"
+
+
+def test_bake_term_is_the_bake_loss_of_the_pooled_features(digits):
+    torch.manual_seed(0)
+    student = kd.models.create("resnet8", 10, in_channels=1).eval()
+    method = kd.methods.create("bake", temperature=3.0, omega=0.7, weight=2.0)
+    method.setup(digits.y_train, 10, DEVICE, 0)
+    batch = next(iter(loader(digits, same_class=3)))
+    logits, terms = method.forward_train(student, None, batch)
+    _, feats = student(batch.x, return_features=True)
+    torch.testing.assert_close(terms["ce"], F.cross_entropy(logits, batch.y))
+    torch.testing.assert_close(terms["bake"], 2.0 * losses.bake_loss(feats["pooled"], logits, 3.0, 0.7))
+
+
+def _fixed_batch(ds, n=BATCH):
+    data = loader(ds)
+    return next(iter(data))
+
+
+def test_pskd_memory_updates_at_the_sample_indices(digits):
+    torch.manual_seed(0)
+    student = kd.models.create("resnet8", 10, in_channels=1).eval()
+    method = kd.methods.create("pskd", alpha_T=0.8)
+    method.setup(digits.y_train, 10, DEVICE, 0)
+    onehot = F.one_hot(digits.y_train, 10).float()
+    assert torch.equal(method.memory, onehot), "memory starts one-hot"
+    method.on_epoch_start(49, 100)
+    assert method.alpha == pytest.approx(0.4)
+    # make the memory of the batch's samples something known
+    batch = _fixed_batch(digits)
+    previous = torch.softmax(torch.randn(len(batch.index), 10), 1)
+    method.memory[batch.index] = previous
+    before = method.memory.clone()
+    logits, terms = method.forward_train(student, None, batch)
+    # the loss used the previous epoch's predictions of exactly these samples
+    target = 0.6 * F.one_hot(batch.y, 10).float() + 0.4 * previous
+    torch.testing.assert_close(terms["ce"], losses.soft_cross_entropy(logits, target))
+    # then the memory holds this step's predictions there, and nothing else changed
+    torch.testing.assert_close(method.memory[batch.index], logits.detach().softmax(1))
+    untouched = torch.ones(len(digits.y_train), dtype=torch.bool)
+    untouched[batch.index] = False
+    assert torch.equal(method.memory[untouched], before[untouched])
+    # saved and restored with the training state
+    state = {k: v.clone() for k, v in method.state_dict().items()}
+    other = kd.methods.create("pskd")
+    other.setup(digits.y_train, 10, DEVICE, 0)
+    other.load_state_dict(state)
+    assert torch.equal(other.memory, method.memory)
+
+
+def test_pskd_first_epoch_is_cross_entropy(digits):
+    """Memory initialised one-hot: in the first epoch the target is the label, whatever alpha_t."""
+    torch.manual_seed(0)
+    student = kd.models.create("resnet8", 10, in_channels=1).eval()
+    method = kd.methods.create("pskd", alpha_T=1.0)
+    method.setup(digits.y_train, 10, DEVICE, 0)
+    method.on_epoch_start(0, 1)
+    assert method.alpha == 1.0
+    batch = _fixed_batch(digits)
+    logits, terms = method.forward_train(student, None, batch)
+    torch.testing.assert_close(terms["ce"], F.cross_entropy(logits, batch.y))
+
+
+@pytest.mark.parametrize("warmup,expected", [
+    (20, {0: 1 / 20, 1: 2 / 20, 9: 0.5, 18: 19 / 20, 19: 1.0, 20: 1.0, 239: 1.0}),
+    (5, {0: 0.2, 3: 0.8, 4: 1.0, 10: 1.0}),
+    (0, {0: 1.0, 5: 1.0}),
+])
+def test_dkd_warmup_ramp(warmup, expected):
+    """mdistiller: min(epoch / warmup, 1) with epochs counted from 1; ours counts from 0."""
+    method = kd.methods.create("dkd", warmup=warmup)
+    for epoch, ramp in expected.items():
+        method.on_epoch_start(epoch, 240)
+        assert method.ramp == pytest.approx(ramp), (epoch, method.ramp)
+
+
+def test_dkd_terms_are_ramped_tckd_and_nckd(digits, teacher):
+    torch.manual_seed(0)
+    student = kd.models.create("resnet8", 10, in_channels=1).eval()
+    batch = _fixed_batch(digits)
+    method = kd.methods.create("dkd", alpha=2.0, beta=6.0, temperature=3.0, ce_weight=0.5, warmup=10)
+    method.on_epoch_start(4, 100)
+    logits, terms = method.forward_train(student, teacher, batch)
+    t_logits = teacher(batch.x)
+    torch.testing.assert_close(terms["ce"], 0.5 * F.cross_entropy(logits, batch.y))
+    torch.testing.assert_close(terms["tckd"], 0.5 * 2.0 * losses.tckd_loss(logits, t_logits, batch.y, 3.0))
+    torch.testing.assert_close(terms["nckd"], 0.5 * 6.0 * losses.nckd_loss(logits, t_logits, batch.y, 3.0))
+    # the ablations: TCKD alone, NCKD alone
+    assert set(kd.methods.create("dkd", beta=0.0).forward_train(student, teacher, batch)[1]) == {"ce", "tckd"}
+    assert set(kd.methods.create("dkd", alpha=0.0).forward_train(student, teacher, batch)[1]) == {"ce", "nckd"}
+
+
+def test_kd_family_weights(digits, teacher):
+    torch.manual_seed(0)
+    student = kd.models.create("resnet8", 10, in_channels=1).eval()
+    batch = _fixed_batch(digits)
+    t_logits = teacher(batch.x)
+    for name, hp, ce_w, kd_w in (("kd", {}, 0.1, 0.9), ("takd", {"lambda_": 0.7}, 0.3, 0.7),
+                                 ("self_distillation", {}, 0.5, 0.5)):
+        logits, terms = kd.methods.create(name, temperature=2.0, **hp).forward_train(student, teacher, batch)
+        torch.testing.assert_close(terms["ce"], ce_w * F.cross_entropy(logits, batch.y))
+        torch.testing.assert_close(terms["kd"], kd_w * losses.kd_loss(logits, t_logits, 2.0))
+    logits, terms = kd.methods.create("dist").forward_train(student, teacher, batch)
+    torch.testing.assert_close(terms["dist"], 2.0 * losses.dist_loss(logits, t_logits, 1.0, 1.0, 4.0))
+
+
+def test_mixup_kd_without_mixup_is_std_scaled_kd(digits, teacher):
+    torch.manual_seed(0)
+    student = kd.models.create("resnet8", 10, in_channels=1).eval()
+    batch = _fixed_batch(digits)
+    method = kd.methods.create("mixup_kd", mixup=False)
+    method.setup(digits.y_train, 10, DEVICE, 0)
+    logits, terms = method.forward_train(student, teacher, batch)
+    expected = losses.mixkd_loss(logits, teacher(batch.x), F.one_hot(batch.y, 10).float())
+    for k in ("ce", "kd"):
+        torch.testing.assert_close(terms[k], expected[k])
+
+
+def test_zipf_ls_dense_needs_a_gap_head(digits):
+    student = kd.models.create("plane2", 10, in_channels=1)
+    method = kd.methods.create("zipf_ls", dense=True)
+    method.setup(digits.y_train, 10, DEVICE, 0)
+    with pytest.raises(ValueError, match="gap_head"):
+        method.forward_train(student, None, _fixed_batch(digits))
+    # image-level ranking works with any model
+    kd.methods.create("zipf_ls").forward_train(student, None, _fixed_batch(digits))
+
+
+def test_mixup_generator_is_seeded_and_restored(digits):
+    batch = _fixed_batch(digits)
+    a, b = kd.methods.create("mixup"), kd.methods.create("mixup")
+    a.setup(digits.y_train, 10, DEVICE, 0)
+    b.setup(digits.y_train, 10, DEVICE, 0)
+    assert torch.equal(a._mix(batch)[0], b._mix(batch)[0])
+    state = {k: v.clone() for k, v in a.state_dict().items()}
+    first = a._mix(batch)[0]
+    b.load_state_dict(state)
+    assert torch.equal(b._mix(batch)[0], first)
+
+
+# ------------------------------------------------------------------------------------- registry errors
+
+
+def test_create_rejects_unknown_names():
+    with pytest.raises(ValueError, match=r"unknown method 'hinton'; available: .*\bdkd\b.*\bkd\b"):
+        kd.methods.create("hinton")
+
+
+def test_create_rejects_unknown_hyperparameters():
+    with pytest.raises(ValueError, match=r"method 'kd' got unknown hyperparameters \['tau'\]; "
+                                         r"it accepts \['ce_weight', 'kd_weight', 'temperature'\]"):
+        kd.methods.create("kd", tau=4.0)
+    with pytest.raises(ValueError, match="unknown hyperparameters"):
+        kd.methods.create("ce", temperature=4.0)
+
+
+@pytest.mark.parametrize("name", ["kd", "takd", "self_distillation", "dkd", "dist", "bake", "mixup_kd"])
+@pytest.mark.parametrize("T", [0.0, -4.0])
+def test_bad_temperature_raises(name, T):
+    with pytest.raises(ValueError, match="temperature"):
+        kd.methods.create(name, temperature=T)
+
+
+@pytest.mark.parametrize("name,hp,word", [
+    ("bake", {"omega": 1.0}, "omega"), ("bake", {"omega": 1.5}, "omega"), ("bake", {"omega": -0.1}, "omega"),
+    ("takd", {"lambda_": 1.2}, "lambda_"), ("label_smoothing", {"smoothing": 1.0}, "smoothing"),
+    ("pskd", {"alpha_T": 1.5}, "alpha_T"), ("mixup_kd", {"unmixed_fraction": 1.5}, "unmixed_fraction"),
+    ("mixup", {"mixup_alpha": 0.0}, "mixup_alpha"), ("dkd", {"beta": -1.0}, "beta"),
+    ("dist", {"gamma": -1.0}, "gamma"), ("kd", {"kd_weight": -0.5}, "kd_weight"),
+    ("bake", {"same_class": -1}, "same_class"), ("zipf_ls", {"power": -1.0}, "power"),
+])
+def test_bad_hyperparameters_raise(name, hp, word):
+    with pytest.raises(ValueError, match=word):
+        kd.methods.create(name, **hp)

@@ -1,0 +1,352 @@
+"""kd.runs (runs cached by configuration hash) and kd.params (params.yaml profiles)."""
+import importlib
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import kd.data
+import kd.models
+from kd import params as kd_params
+from kd import runs as kd_runs
+from kd.params import PROFILES, Profile, resolve
+from kd.train import TrainConfig, fit
+
+PARAMS = yaml.safe_load(kd_params.params_path().read_text())
+PAPERS = [k for k in PARAMS if k not in ("profile", "profiles", "teachers")]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is as fast, and avoids OpenMP stalls on a shared 2-core CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(**changes) -> TrainConfig:
+    cfg = TrainConfig(model="plane2", dataset="digits", train_subset=200, eval_subset=100, epochs=1,
+                      batch_size=50, lr=0.05, schedule="cosine", crop_pad=1, seed=0)
+    return cfg.replace(**changes)
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    """Records every training that kd.runs starts (config hashes, in order)."""
+    calls = []
+    real = kd_runs.fit
+
+    def recording(cfg, run_dir, **kw):
+        calls.append(cfg.hash())
+        return real(cfg, run_dir, **kw)
+
+    monkeypatch.setattr(kd_runs, "fit", recording)
+    return calls
+
+
+# ----------------------------------------------------------------------------- the run cache
+
+def test_second_run_returns_the_stored_run_without_training(tmp_path, fits):
+    cfg = tiny()
+    first = kd_runs.run(cfg, root=tmp_path, device="cpu", progress=False)
+    assert fits == [cfg.hash()]
+    assert first.path == tmp_path / f"plane2-ce-{cfg.hash()}"
+    again = kd_runs.run(tiny(), root=tmp_path, device="cpu", progress=False)
+    assert fits == [cfg.hash()], "the second run() trains nothing"
+    assert again.path == first.path
+    assert again.config == cfg and again.summary["hash"] == cfg.hash()
+    assert again.history["epoch"].tolist() == [1]
+    logits, targets = again.eval_logits()
+    assert logits.shape == (100, 10) and targets.shape == (100,)
+    model = again.model()
+    assert not model.training
+    x = next(iter(kd.data.Loader(*_eval_split(cfg), batch_size=100, train=False))).x
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), logits, rtol=1e-4, atol=1e-4)
+    kd_runs.run(tiny(seed=1), root=tmp_path, device="cpu", progress=False)
+    assert len(fits) == 2, "another configuration is another run"
+
+
+def _eval_split(cfg):
+    ds = kd.data.load(cfg.dataset, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset, seed=cfg.seed)
+    return ds.x_eval, ds.y_eval, ds.mean, ds.std
+
+
+def test_an_unfinished_run_is_not_a_cache_hit(tmp_path, fits):
+    cfg = tiny()
+    path = kd_runs.run_dir(cfg, tmp_path)
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(cfg.to_dict()))  # a killed run: no final.json
+    assert kd_runs.find(cfg, [tmp_path]) is None
+    kd_runs.run(cfg, root=tmp_path, device="cpu", progress=False)
+    assert fits == [cfg.hash()] and (path / "final.json").exists()
+
+
+def test_student_trains_its_teacher_first_and_lookup_finds_teachers_elsewhere(tmp_path, fits):
+    teacher = tiny(seed=5)
+    student = tiny(method="kd", teacher=teacher, model="plane2")
+    elsewhere, here = tmp_path / "teachers", tmp_path / "students"
+    kd_runs.run(teacher, root=elsewhere, device="cpu", progress=False)
+    assert fits == [teacher.hash()]
+    run = kd_runs.run(student, root=here, device="cpu", progress=False, lookup=[elsewhere])
+    assert fits == [teacher.hash(), student.hash()], "the teacher in the lookup folder is not retrained"
+    assert run.path.parent == here and not kd_runs.run_dir(teacher, here).exists()
+    assert run.summary["teacher_hash"] == teacher.hash() and "agreement" in run.summary
+    # without the lookup folder the teacher is trained (once) under the root
+    fits.clear()
+    other = tmp_path / "fresh"
+    kd_runs.run(student, root=other, device="cpu", progress=False)
+    assert fits == [teacher.hash(), student.hash()]
+    assert (kd_runs.run_dir(teacher, other) / "final.json").exists()
+
+
+def test_dependency_levels_put_teachers_first_and_drop_duplicates():
+    t = tiny(model="plane4")
+    a = tiny(method="kd", teacher=t, model="plane2")
+    s = tiny(method="kd", teacher=a, model="plane2", seed=1)  # a chain t -> a -> s (TAKD)
+    s2 = tiny(method="kd", teacher=t, model="plane2", seed=2)
+    levels = kd_runs.dependency_levels([s, s2, s, t, a])
+    hashes = [[c.hash() for c in level] for level in levels]
+    assert hashes == [[t.hash()], [a.hash(), s2.hash()], [s.hash()]] or \
+        hashes == [[t.hash()], [s2.hash(), a.hash()], [s.hash()]]
+    assert kd_runs.dependency_levels([]) == []
+
+
+def test_run_many_trains_teachers_before_students_and_keeps_the_order(tmp_path, fits):
+    t1, t2 = tiny(seed=1), tiny(seed=2)
+    s1 = tiny(method="kd", teacher=t1)
+    s2 = tiny(method="dkd", method_args={"beta": 2.0, "warmup": 1}, teacher=t2)
+    configs = [s1, s2, s1, t1]
+    runs = kd_runs.run_many(configs, root=tmp_path, device="cpu", progress=False)
+    assert [r.config.hash() for r in runs] == [c.hash() for c in configs], "Runs in the order asked"
+    assert sorted(fits[:2]) == sorted([t1.hash(), t2.hash()]) and sorted(fits[2:]) == sorted([s1.hash(), s2.hash()])
+    assert len(fits) == 4, "each configuration trained once"
+    fits.clear()
+    assert [r.path for r in kd_runs.run_many(configs, root=tmp_path)] == [r.path for r in runs]
+    assert fits == [], "all cached"
+
+
+def test_run_many_validates_every_config_before_training(tmp_path, fits):
+    with pytest.raises(ValueError, match="unknown model"):
+        kd_runs.run_many([tiny(), tiny(model="nope")], root=tmp_path, device="cpu")
+    assert fits == []
+
+
+def test_run_many_with_worker_processes(tmp_path):
+    """workers > 1: a level's trainings run in that many spawned processes (how a GPU is
+    filled with small CIFAR models); the next level waits for them."""
+    t1, t2 = tiny(seed=11), tiny(seed=12)
+    s = tiny(method="kd", teacher=t1, seed=13)
+    runs = kd_runs.run_many([s, t2], root=tmp_path, device="cpu", workers=2, progress=False)
+    assert [r.config.hash() for r in runs] == [s.hash(), t2.hash()]
+    for cfg in (t1, t2, s):
+        assert (kd_runs.run_dir(cfg, tmp_path) / "final.json").exists()
+
+
+def test_runs_root_follows_kd_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_RUNS", str(tmp_path))
+    assert kd_runs.runs_root("quick") == tmp_path / "quick" and kd_runs.runs_root() == tmp_path
+
+
+# ----------------------------------------------------------------------------- resolve
+
+def test_resolve_picks_the_profiles_value_recursively():
+    value = {"a": {"quick": 1, "full": 2, "paper": 3}, "b": [{"quick": "x", "paper": "y", "full": "z"}, 4],
+             "c": {"d": {"quick": {"e": {"quick": 5, "full": 6, "paper": 7}}, "full": None, "paper": {}}},
+             "plain": {"epochs": 3}, "empty": {}}
+    assert resolve(value, "quick") == {"a": 1, "b": ["x", 4], "c": {"d": {"e": 5}}, "plain": {"epochs": 3}, "empty": {}}
+    assert resolve(value, "full") == {"a": 2, "b": ["z", 4], "c": {"d": None}, "plain": {"epochs": 3}, "empty": {}}
+    assert resolve(value, "paper")["c"] == {"d": {}}
+    with pytest.raises(KeyError, match="no value for profile 'full'"):
+        resolve({"quick": 1, "paper": 3}, "full")
+    assert resolve(7, "paper") == 7
+
+
+# ----------------------------------------------------------------------------- Profile
+
+def custom_params():
+    settings = {"device": "cpu", "workers": 1, "seeds": [0, 1],
+                "data": {"dataset": "digits", "train_subset": 200, "eval_subset": 100, "val_fraction": 0.0},
+                "train": {"epochs": 1, "batch_size": 50, "lr": 0.05, "schedule": "cosine", "crop_pad": 1,
+                          "weight_decay": 0.0005},
+                "teacher_train": {"epochs": 2}}
+    return {
+        "profile": "quick",
+        "profiles": {"quick": settings, "full": {**settings, "seeds": [0, 1, 2]},
+                     "paper": {**settings, "device": "cuda"}},
+        "teachers": {"small": {"model": "plane2", "method": "ce", "train": {"lr": 0.02}, "profiles": ["quick"]},
+                     "big": {"model": "plane4", "method": "ce", "profiles": ["full", "paper"]},
+                     "smooth": {"model": "plane2", "method": "label_smoothing", "method_args": {"smoothing": 0.2}}},
+        "mypaper": {"beta": {"quick": 1.0, "full": 2.0, "paper": 8.0}, "temperature": 4.0,
+                    "train": {"quick": {"epochs": 3, "batch_size": 20}, "full": {}, "paper": {"epochs": 240}}},
+    }
+
+
+def test_profile_settings_and_sections():
+    P = Profile(params=custom_params())
+    assert P.name == "quick" and P.seeds == [0, 1] and P.device == "cpu" and P.workers == 1
+    assert Profile("full", params=custom_params()).seeds == [0, 1, 2]
+    sec = P.section("mypaper")
+    assert sec["beta"] == 1.0 and sec["train"] == {"epochs": 3, "batch_size": 20}
+    assert P.section("mypaper", beta=None, temperature=None) == sec, "None overrides are ignored"
+    assert P.section("mypaper", beta=16, extra="x")["beta"] == 16
+    assert P.section("mypaper", beta=16)["temperature"] == 4.0
+    with pytest.raises(KeyError, match="no section 'nopaper'"):
+        P.section("nopaper")
+    with pytest.raises(ValueError, match="unknown profile 'huge'; params.yaml defines quick, full, paper"):
+        Profile("huge", params=custom_params())
+
+
+def test_config_merges_profile_then_paper_then_explicit_settings():
+    P = Profile(params=custom_params())
+    plain = P.config("plane2", seed=3)
+    assert (plain.dataset, plain.train_subset, plain.epochs, plain.batch_size, plain.lr, plain.seed) == \
+        ("digits", 200, 1, 50, 0.05, 3)
+    paper = P.config("plane2", paper="mypaper")
+    assert (paper.epochs, paper.batch_size, paper.lr) == (3, 20, 0.05), "the paper's train overrides the profile's"
+    explicit = P.config("plane2", "kd", paper="mypaper", epochs=9, lr=0.01, method_args={"temperature": 2.0},
+                        teacher=tiny())
+    assert (explicit.epochs, explicit.batch_size, explicit.lr) == (9, 20, 0.01), "explicit settings win"
+    assert explicit.method == "kd" and explicit.method_args == {"temperature": 2.0} and explicit.teacher == tiny()
+    explicit.validate()
+    assert Profile("full", params=custom_params()).config("plane2", paper="mypaper").epochs == 1
+
+
+def test_teacher_configs():
+    P = Profile(params=custom_params())
+    assert P.teacher_names() == ["small", "smooth"], "only the teachers of the profile (all if unspecified)"
+    assert Profile("full", params=custom_params()).teacher_names() == ["big", "smooth"]
+    small = P.teacher_config("small", seed=1)
+    assert (small.model, small.method, small.epochs, small.lr, small.seed) == ("plane2", "ce", 2, 0.02, 1), \
+        "teacher_train, then the recipe's train"
+    smooth = P.teacher_config("smooth")
+    assert smooth.method == "label_smoothing" and smooth.method_args == {"smoothing": 0.2}
+    with pytest.raises(KeyError, match="teacher 'resnet1000' is not in params.yaml's `teachers`; add it there "
+                                       "\\(known: small, big, smooth\\)"):
+        P.teacher_config("resnet1000")
+
+
+def test_profile_trains_teachers_and_students_into_its_folders(tmp_path, monkeypatch, fits):
+    monkeypatch.setenv("KD_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("KD_RESULTS", str(tmp_path / "results"))
+    P = Profile(params=custom_params())
+    teachers = P.teachers(["small", "small"])
+    assert sorted(teachers) == [("small", 0), ("small", 1)]
+    assert teachers[("small", 0)].path.parent == tmp_path / "runs" / "quick" / "teachers" / "small"
+    assert len(fits) == 2
+    students = [P.config("plane2", "kd", seed=s, teacher=teachers[("small", s)].config, paper="mypaper")
+                for s in P.seeds]
+    runs = P.run_all(students, "mypaper")
+    assert [r.path.parent for r in runs] == [tmp_path / "runs" / "quick" / "mypaper"] * 2
+    assert len(fits) == 4, "the teachers are found in their folders, not retrained"
+    assert P.teacher("small", 1).path == teachers[("small", 1)].path and len(fits) == 4
+    out = P.results_dir("mypaper")
+    assert out == tmp_path / "results" / "quick" / "mypaper" and (out / "figures").is_dir()
+
+
+# ----------------------------------------------------------------------------- params.yaml
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("paper", PAPERS)
+def test_every_papers_training_overrides_resolve_in_every_profile(paper, profile):
+    """Profile.config(..., paper=p) must work in every profile: a paper's `train` written as
+    {paper: {...}} alone has no value for quick and full."""
+    P = Profile.__new__(Profile)  # skip __init__'s GPU check: nothing trains here
+    P.params, P.name, P.settings = PARAMS, profile, PARAMS["profiles"][profile]
+    cfg = P.config("resnet8", paper=paper)
+    cfg.validate()
+    assert cfg.dataset == PARAMS["profiles"][profile]["data"]["dataset"]
+
+
+def test_paper_profile_needs_a_gpu_and_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="profile 'paper' runs on CUDA, but no GPU is visible; use the quick profile"):
+        Profile("paper")
+
+
+@pytest.fixture
+def paper_profile(monkeypatch):
+    """Profile("paper") as on a GPU machine (only the availability check is faked: nothing
+    here trains on CUDA)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    return Profile("paper")
+
+
+def test_paper_profile_is_the_cifar100_recipe(paper_profile):
+    P = paper_profile
+    assert P.device == "cuda" and len(P.seeds) >= 2
+    cfg = P.config("resnet8")
+    assert (cfg.dataset, cfg.train_subset, cfg.eval_subset, cfg.val_fraction) == ("cifar100", None, None, 0.0)
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.schedule, cfg.milestones, cfg.crop_pad, cfg.flip) == \
+        (240, 64, 0.05, "multistep", [0.625, 0.75, 0.875], 4, True)
+    for name in P.teacher_names():
+        t = P.teacher_config(name)
+        t.validate()
+        assert t.dataset == "cifar100" and t.model in kd.models.available()
+
+
+def _unresolved(value) -> bool:
+    if isinstance(value, dict):
+        return bool(value) and set(value) <= set(PROFILES) or any(_unresolved(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_unresolved(v) for v in value)
+    return False
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_paper_profile_resolves_every_section_and_its_configs_validate(paper_profile, paper):
+    P = paper_profile
+    sec = P.section(paper)
+    assert not _unresolved(sec), "every {quick, full, paper} value is resolved"
+    try:
+        module = importlib.import_module(f"kd.experiments.{paper}")
+    except ModuleNotFoundError:
+        pytest.skip(f"kd.experiments.{paper} is not written yet")
+    configs = module.configs(P, sec)
+    assert configs, "the paper profile trains something"
+    trained = set(P.teacher_names())
+    assert set(module.teacher_names(P, sec)) <= trained
+    for cfg in configs:
+        cfg.validate()
+        assert cfg.dataset == "cifar100"
+        t = cfg.teacher
+        while t is not None:
+            assert t.dataset == "cifar100"
+            t = t.teacher
+
+
+def _write_cifar100(root, n_train=300, n_test=200):
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = [j % 100 for j in range(n)]
+        d = {b"filenames": [b"f.png"] * n, b"batch_label": name.encode(), b"fine_labels": fine,
+             b"coarse_labels": [f // 5 for f in fine], b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        (folder / name).write_bytes(pickle.dumps(d, protocol=2))
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [b"x"] * 100,
+                                                b"coarse_label_names": [b"y"] * 20}, protocol=2))
+
+
+def test_a_paper_profile_config_trains_on_cifar100_format_files(paper_profile, tmp_path):
+    """The CIFAR-100 recipe end to end on CPU, on small CIFAR-format files given by data_root:
+    one epoch of a student distilled (DKD) from a 100-class teacher."""
+    _write_cifar100(tmp_path / "data")
+    P = paper_profile
+    small = dict(train_subset=200, eval_subset=100, epochs=1)
+    teacher_cfg = P.teacher_config("resnet20").replace(**small)
+    cfg = P.config("resnet8", "dkd", method_args={"beta": 8.0, "warmup": 20}, teacher=teacher_cfg,
+                   paper="dkd", **small)
+    teacher = kd.models.create("resnet20", 100, in_channels=3)
+    summary = fit(cfg, tmp_path / "run", teacher=teacher, device="cpu", progress=False, data_root=tmp_path / "data")
+    assert summary["num_train"] == 200 and summary["num_eval"] == 100
+    for key in ("top1", "top5", "nll", "ece", "agreement", "kl_teacher"):
+        assert np.isfinite(summary[key]), key
+    assert summary["top5"] >= summary["top1"]
+    hist = kd_runs.Run(tmp_path / "run").history
+    assert {"train_ce", "train_tckd", "train_nckd", "top5"} <= set(hist.columns)
+    assert kd_runs.Run(tmp_path / "run").model().classifier.out_features == 100

@@ -1,0 +1,474 @@
+"""kd.train: determinism, resume, the NaN stop, bad arguments, schedules, metrics files,
+atomic writes, and data-parallel training (2 CPU processes, gloo) against one process.
+
+Runs are tiny (plane2 on 300 of scikit-learn's 8x8 digits, 3 epochs) so that the file runs
+in well under two minutes on a shared 2-core CPU.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+import torch
+
+import kd.methods
+import kd.models
+from kd import train as kd_train
+from kd.io import atomic_save, atomic_write_text
+from kd.metrics import classification_metrics
+from kd.train import NonFiniteLoss, TrainConfig, fit, learning_rate
+
+TIMING = ["epoch_time_s"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models train as fast on one thread, and two OpenMP threads stall badly (20-50x)
+    when other processes share the two cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(**changes) -> TrainConfig:
+    cfg = TrainConfig(model="plane2", dataset="digits", train_subset=300, eval_subset=200, epochs=3,
+                      batch_size=50, lr=0.05, schedule="cosine", crop_pad=1, flip=True, seed=0)
+    return cfg.replace(**changes)
+
+
+def train(cfg, run_dir, **kw):
+    kw.setdefault("progress", False)
+    return fit(cfg, run_dir, device="cpu", **kw)
+
+
+def metrics(run_dir) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "metrics.csv").drop(columns=TIMING)
+
+
+def final(run_dir) -> dict:
+    d = json.loads((run_dir / "final.json").read_text())
+    return {k: v for k, v in d.items() if k not in ("epoch_time_s", "train_time_s")}
+
+
+def assert_same_model(a, b):
+    sa = torch.load(a / "model.pt", weights_only=True)
+    sb = torch.load(b / "model.pt", weights_only=True)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def no_temp_files(run_dir):
+    return [p.name for p in run_dir.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run per method, shared by the determinism and resume tests."""
+    cache = {}
+
+    def get(method="ce", **method_args):
+        key = (method, tuple(sorted(method_args.items())))
+        if key not in cache:
+            run_dir = tmp_path_factory.mktemp(f"ref-{method}")
+            train(tiny(method=method, method_args=method_args), run_dir, checkpoint_every=1)
+            cache[key] = run_dir
+        return cache[key]
+
+    return get
+
+
+# ----------------------------------------------------------------------------- determinism
+
+def test_same_seed_gives_bit_identical_metrics(reference, tmp_path):
+    ref = reference("ce")
+    train(tiny(), tmp_path)
+    pd.testing.assert_frame_equal(metrics(ref), metrics(tmp_path), check_exact=True)
+    assert final(ref) == final(tmp_path)
+    assert_same_model(ref, tmp_path)
+    assert torch.equal(torch.load(ref / "eval_logits.pt")["logits"], torch.load(tmp_path / "eval_logits.pt")["logits"])
+    other = tmp_path / "seed1"
+    train(tiny(seed=1), other)
+    assert not metrics(ref)["train_loss"].equals(metrics(other)["train_loss"]), "another seed, another run"
+
+
+# ----------------------------------------------------------------------------- resume
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method, method_args, kill_in_epoch, checkpoint_every", [
+    ("ce", {}, 2, 1),             # killed in epoch 2: resumes from epoch 1's checkpoint
+    ("ce", {}, 3, 2),             # checkpoint every 2 epochs: epoch 3 reruns from epoch 2
+    ("pskd", {"alpha_T": 0.8}, 3, 1),   # method state (PS-KD's per-sample memory) is restored
+    ("mixup", {"mixup_alpha": 1.0}, 2, 1),  # the method's own generator is restored
+])
+def test_resume_after_a_kill_equals_an_uninterrupted_run(reference, tmp_path, monkeypatch, method, method_args,
+                                                         kill_in_epoch, checkpoint_every):
+    ref = reference(method, **method_args)
+    cfg = tiny(method=method, method_args=method_args)
+    original = kd_train._Logger.epoch
+
+    def kill(self, row):  # dies after training epoch `kill_in_epoch`, before its files are written
+        if row["epoch"] == kill_in_epoch:
+            raise Killed
+        original(self, row)
+
+    monkeypatch.setattr(kd_train._Logger, "epoch", kill)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path, checkpoint_every=checkpoint_every)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    done = (kill_in_epoch - 1) // checkpoint_every * checkpoint_every
+    assert saved["epoch"] == done and not (tmp_path / "final.json").exists()
+    assert len(pd.read_csv(tmp_path / "metrics.csv")) == kill_in_epoch - 1
+    monkeypatch.setattr(kd_train._Logger, "epoch", original)
+
+    train(cfg, tmp_path, checkpoint_every=checkpoint_every)
+    pd.testing.assert_frame_equal(metrics(ref), metrics(tmp_path), check_exact=True)
+    assert final(ref) == final(tmp_path)
+    assert_same_model(ref, tmp_path)
+
+
+def test_resuming_a_finished_run_trains_nothing(reference, tmp_path, monkeypatch):
+    ref = reference("ce")
+    for name in ("checkpoint.pt", "config.json", "metrics.csv"):
+        (tmp_path / name).write_bytes((ref / name).read_bytes())
+    monkeypatch.setattr(torch.optim.SGD, "step", lambda *a, **k: pytest.fail("trained again"))
+    summary = train(tiny(), tmp_path)
+    assert summary["top1"] == final(ref)["top1"] and summary["epochs"] == 3
+    assert_same_model(ref, tmp_path)
+
+
+# ----------------------------------------------------------------------------- NaN stop
+
+class NaNAt(kd.methods.CrossEntropy):
+    """CE whose loss turns NaN at one (epoch, step), with a second, finite term."""
+
+    name = "nan_at"
+
+    def __init__(self, epoch: int = 1, step: int = 3):
+        self.bad = (epoch, step)
+
+    def on_epoch_start(self, epoch, epochs):
+        self.epoch, self.step = epoch, 0
+
+    def forward_train(self, student, teacher, batch):
+        logits, terms = super().forward_train(student, teacher, batch)
+        if (self.epoch, self.step) == self.bad:
+            terms["ce"] = terms["ce"] * float("nan")
+        terms["aux"] = torch.tensor(0.25)
+        self.step += 1
+        return logits, terms
+
+
+def test_nan_loss_stops_naming_epoch_step_and_terms_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setitem(kd.methods.REGISTRY, "nan_at", NaNAt)
+    with pytest.raises(NonFiniteLoss) as e:
+        train(tiny(method="nan_at", method_args={"epoch": 1, "step": 3}), tmp_path, checkpoint_every=1)
+    msg = str(e.value)
+    assert "epoch 2, step 3" in msg and "ce=nan" in msg and "aux=0.25" in msg
+    assert "last good checkpoint" in msg and "learning rate" in msg
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 1, "the checkpoint of the last good epoch is kept"
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert len(pd.read_csv(tmp_path / "metrics.csv")) == 1
+    assert not (tmp_path / "final.json").exists() and not (tmp_path / "model.pt").exists()
+    assert not no_temp_files(tmp_path)
+
+
+def test_a_diverging_learning_rate_stops_with_nonfinite_loss(tmp_path):
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at epoch \d+, step \d+: ce=nan"):
+        train(tiny(lr=1e9, schedule="constant"), tmp_path)
+
+
+def test_gpu_style_guard_reports_the_first_bad_step_once_per_epoch():
+    """On CUDA the check waits for the epoch's end (no per-step sync); it must still name the
+    first bad step and its terms, not a later one."""
+    guard = kd_train._FiniteGuard(check_every_step=False)
+    for step in range(8):
+        bad = step in (4, 6)
+        ce = torch.tensor(float("inf") if step == 6 else float("nan") if bad else 1.0 + step)
+        terms = {"ce": ce, "kd": torch.tensor(0.5 * step)}
+        guard.record(sum(terms.values()), terms, epoch=2, step=step)
+    with pytest.raises(NonFiniteLoss, match=r"epoch 3, step 4: ce=nan, kd=2\b"):
+        guard.check()
+    fine = kd_train._FiniteGuard(check_every_step=False)
+    fine.record(torch.tensor(1.0), {"ce": torch.tensor(1.0)}, 0, 0)
+    fine.check()
+
+
+# ----------------------------------------------------------------------------- bad arguments
+
+def _kd(**changes):
+    return tiny(**{"method": "kd", "teacher": tiny(), **changes})
+
+
+BAD = [
+    (lambda: tiny(model="resnet9"), "unknown model 'resnet9'; available: .*resnet8"),
+    (lambda: tiny(method="kdd"), "unknown method 'kdd'; available: .*dkd"),
+    (lambda: tiny(dataset="mnist"), "unknown dataset 'mnist'; choose one of"),
+    (lambda: _kd(method_args={"temperature": -1.0}), "temperature must be positive, got -1"),
+    (lambda: _kd(method_args={"temprature": 4.0}), "unknown hyperparameters \\['temprature'\\]; it accepts"),
+    (lambda: tiny(method="kd"), "needs a teacher: set `teacher`"),
+    (lambda: tiny(teacher=tiny()), "uses no teacher, but one was given"),
+    (lambda: _kd(teacher=tiny(dataset="cifar10")), "teacher trained on 'cifar10' but the student on 'digits'"),
+    (lambda: _kd(method="self_distillation", teacher=tiny(model="resnet8")), "needs the teacher's architecture"),
+    (lambda: tiny(schedule="step"), "unknown schedule 'step'; choose one of multistep, cosine, constant"),
+    (lambda: tiny(milestones=[150, 180]), "milestones are fractions"),
+    (lambda: tiny(lr=0.0), "need lr > 0"),
+    (lambda: tiny(epochs=0), "epochs and batch_size must be >= 1"),
+    (lambda: tiny(method="bake", batch_size=50), "multiple of 1 \\+ same_class"),
+]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fails the test if a training step starts."""
+    monkeypatch.setattr(kd_train._FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
+
+
+@pytest.mark.parametrize("make, match", BAD, ids=[m.split(" ")[0] + str(i) for i, (_, m) in enumerate(BAD)])
+def test_bad_arguments_fail_before_training(tmp_path, no_training, make, match):
+    with pytest.raises(ValueError, match=match):
+        train(make(), tmp_path / "run", teacher=kd.models.create("plane2", 10, in_channels=1))
+    assert not (tmp_path / "run").exists(), "nothing is written for an invalid configuration"
+
+
+def test_unknown_training_setting_in_a_stored_config():
+    with pytest.raises(ValueError, match="unknown training settings \\['epoch'\\]"):
+        TrainConfig.from_dict({**tiny().to_dict(), "epoch": 3})
+
+
+def test_teacher_with_another_class_count_fails_before_training(tmp_path, no_training):
+    teacher = kd.models.create("plane2", 100, in_channels=1)
+    with pytest.raises(ValueError, match="teacher predicts 100 classes but digits has 10: distil from a teacher"):
+        train(_kd(), tmp_path, teacher=teacher)
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_missing_teacher_model_fails_before_training(tmp_path, no_training):
+    with pytest.raises(ValueError, match="needs a trained teacher model \\(pass teacher=...\\)"):
+        train(_kd(), tmp_path)
+
+
+def test_resuming_from_another_configurations_checkpoint_fails(tmp_path, monkeypatch):
+    train(tiny(epochs=1), tmp_path)
+    monkeypatch.setattr(kd_train._FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(ValueError, match="belongs to another configuration .*delete it, pass resume=False"):
+        train(tiny(epochs=1, lr=0.01), tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["lr"] == 0.05, "the old run is untouched"
+    monkeypatch.undo()
+    train(tiny(epochs=1, lr=0.01), tmp_path, resume=False)  # the way out the message names
+    assert json.loads((tmp_path / "config.json").read_text())["lr"] == 0.01
+
+
+# ----------------------------------------------------------------------------- schedules
+
+def test_multistep_decays_at_fractional_milestones():
+    cfg = TrainConfig(epochs=240, lr=0.05, schedule="multistep", milestones=[0.625, 0.75, 0.875], gamma=0.1)
+    assert learning_rate(cfg, 0) == 0.05
+    assert learning_rate(cfg, 149.99) == 0.05
+    assert learning_rate(cfg, 150) == pytest.approx(0.005)
+    assert learning_rate(cfg, 179.5) == pytest.approx(0.005)
+    assert learning_rate(cfg, 180) == pytest.approx(0.0005)
+    assert learning_rate(cfg, 210) == pytest.approx(0.00005)
+    assert learning_rate(cfg, 239.9) == pytest.approx(0.00005)
+
+
+def test_cosine_and_constant():
+    cfg = TrainConfig(epochs=10, lr=0.1, schedule="cosine")
+    assert learning_rate(cfg, 0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 5) == pytest.approx(0.05)
+    assert learning_rate(cfg, 2.5) == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)))
+    assert learning_rate(cfg, 10) == pytest.approx(0.0, abs=1e-12)
+    values = [learning_rate(cfg, e / 10) for e in range(100)]
+    assert all(a >= b for a, b in zip(values, values[1:])), "monotone decreasing"
+    assert learning_rate(cfg.replace(schedule="constant"), 7.3) == 0.1
+
+
+def test_linear_warmup_then_the_schedule():
+    cfg = TrainConfig(epochs=20, lr=0.1, schedule="multistep", milestones=[0.5], warmup_epochs=5)
+    assert learning_rate(cfg, 0) < 0.001
+    assert learning_rate(cfg, 2.5) == pytest.approx(0.05, rel=1e-3)
+    ramp = [learning_rate(cfg, e / 4) for e in range(20)]
+    assert all(b > a for a, b in zip(ramp, ramp[1:])), "increasing during warm-up"
+    assert learning_rate(cfg, 5) == 0.1 and learning_rate(cfg, 10) == pytest.approx(0.01)
+    cos = cfg.replace(schedule="cosine")
+    assert learning_rate(cos, 5) == pytest.approx(0.1)
+    assert learning_rate(cos, 12.5) == pytest.approx(0.05)  # cosine spans the epochs after warm-up
+    assert learning_rate(cos, 20) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_fit_follows_the_schedule(reference):
+    hist = pd.read_csv(reference("ce") / "metrics.csv")
+    cfg, steps = tiny(), 300 // 50
+    for _, row in hist.iterrows():  # the logged lr is that of the epoch's last step
+        assert row["lr"] == pytest.approx(learning_rate(cfg, row["epoch"] - 1 + (steps - 1) / steps))
+
+
+# ----------------------------------------------------------------------------- files and metrics
+
+def test_metrics_csv_and_final_json(reference):
+    ref = reference("ce")
+    hist = pd.read_csv(ref / "metrics.csv")
+    assert hist["epoch"].tolist() == [1, 2, 3]
+    for col in ("lr", "train_ce", "train_loss", "epoch_time_s", "top1", "nll", "ece", "aurc", "eaurc"):
+        assert hist[col].notna().all(), col
+    assert "top5" not in hist and "agreement" not in hist, "top-5 only for 100 classes; fidelity only with a teacher"
+    assert hist["top1"].between(0, 100).all() and hist["ece"].between(0, 100).all() and (hist["nll"] > 0).all()
+    assert (hist["train_loss"] == hist["train_ce"]).all()
+    summary = json.loads((ref / "final.json").read_text())
+    last = hist.iloc[-1]
+    assert summary["top1"] == last["top1"] and summary["nll"] == last["nll"], "the reported number is the last epoch's"
+    assert summary["best_top1"] == hist["top1"].max()
+    assert summary["best_epoch"] == int(hist.loc[hist["top1"].idxmax(), "epoch"])
+    assert summary["num_train"] == 300 and summary["num_eval"] == 200 and summary["eval_split"] == "test"
+    assert summary["params"] == sum(p.numel() for p in kd.models.create("plane2", 10, 1).parameters())
+    assert summary["hash"] == tiny().hash() and summary["teacher_hash"] is None
+    config = TrainConfig.from_dict(json.loads((ref / "config.json").read_text()))
+    assert config == tiny()
+    # the logged metrics are those of the saved model on the eval split
+    logits = torch.load(ref / "eval_logits.pt")
+    recomputed = classification_metrics(logits["logits"], logits["targets"])
+    for k, v in recomputed.items():
+        assert summary[k] == pytest.approx(v), k
+    model = kd_train.load_model(ref)
+    from kd.data import load
+    ds = load("digits", eval_subset=200, train_subset=300, seed=0)
+    x = (ds.x_eval.float() / 255 - ds.mean[0]) / ds.std[0]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), logits["logits"], rtol=1e-4, atol=1e-4)
+    assert not no_temp_files(ref), "atomic writes leave no temporary files"
+
+
+def test_student_with_teacher_logs_fidelity(reference, tmp_path):
+    teacher_dir = reference("ce")
+    teacher = kd_train.load_model(teacher_dir)
+    cfg = tiny(method="kd", teacher=tiny())
+    summary = train(cfg, tmp_path, teacher=teacher, eval_every=2)
+    hist = pd.read_csv(tmp_path / "metrics.csv")
+    assert hist["epoch"].tolist() == [1, 2, 3]
+    assert hist["top1"].isna().tolist() == [True, False, False], "eval every 2 epochs, and always the last"
+    assert {"train_ce", "train_kd", "agreement", "kl_teacher"} <= set(hist.columns)
+    assert hist["train_loss"].iloc[0] == pytest.approx(hist["train_ce"].iloc[0] + hist["train_kd"].iloc[0])
+    s_logits = torch.load(tmp_path / "eval_logits.pt")["logits"]
+    t_logits = torch.load(teacher_dir / "eval_logits.pt")["logits"]
+    agree = 100 * (s_logits.argmax(1) == t_logits.argmax(1)).float().mean().item()
+    assert summary["agreement"] == pytest.approx(agree, abs=1e-4)
+    kl = (t_logits.softmax(1) * (t_logits.log_softmax(1) - s_logits.log_softmax(1))).sum(1).mean().item()
+    assert summary["kl_teacher"] == pytest.approx(kl, rel=1e-3) and summary["kl_teacher"] > 0
+    assert summary["teacher_hash"] == tiny().hash()
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
+    path = tmp_path / "final.json"
+    atomic_write_text(path, "old")
+
+    class Boom:
+        def __reduce__(self):
+            raise KeyboardInterrupt("killed while writing")
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"a": torch.zeros(1000), "b": Boom()}, path)
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.json"], "no temporary file is left"
+    atomic_save({"a": 1}, path)
+    assert torch.load(path) == {"a": 1}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask, "the usual permissions, not mkstemp's 0600"
+
+
+def test_progress_bar_when_asked(tmp_path, capsys):
+    train(tiny(epochs=1), tmp_path / "barrun", progress=True)
+    err = capsys.readouterr().err
+    assert "barrun 1/1" in err and ("it/s" in err or "s/it" in err), err
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path, capsys):
+    train(tiny(epochs=2), tmp_path / "myrun", progress=None)
+    lines = [l for l in capsys.readouterr().out.splitlines() if "epoch" in l]
+    assert len(lines) == 2 and lines[0].startswith("myrun epoch 1/2  loss ") and "top1" in lines[1]
+
+
+# ----------------------------------------------------------------------------- data parallel
+
+DDP_SCRIPT = textwrap.dedent('''
+    """Trains through the command line twice: the zoo's plane2, then plane2 without BatchNorm."""
+    import sys
+    import torch
+    import kd.models
+    from kd.__main__ import main
+
+    def without_batchnorm(create):
+        def wrapped(*args, **kwargs):
+            model = create(*args, **kwargs)
+            for module in list(model.modules()):
+                for name, child in list(module.named_children()):
+                    if isinstance(child, torch.nn.BatchNorm2d):
+                        setattr(module, name, torch.nn.Identity())
+            return model
+        return wrapped
+
+    out, *args = sys.argv[1:]
+    assert main(["train", *args, "--out", out + "/bn"]) == 0
+    kd.models.create = without_batchnorm(kd.models.create)
+    assert main(["train", *args, "--out", out + "/nobn"]) == 0
+''')
+DDP_ARGS = ["--model", "plane2", "--dataset", "digits", "--train-subset", "300", "--eval-subset", "200",
+            "--epochs", "3", "--batch-size", "50", "--lr", "0.02", "--schedule", "cosine", "--crop-pad", "1",
+            "--device", "cpu", "--no-resume", "--seed", "0"]
+
+
+def test_ddp_two_gloo_processes_match_one_process(tmp_path, monkeypatch):
+    """`torchrun --standalone --nproc_per_node 2 -m kd train ...` on CPU (gloo). batch_size is
+    the global batch (25 per process here), and the processes share the samples and
+    augmentations one process would draw, so:
+
+    - without BatchNorm, two processes equal one process up to float rounding: per-epoch
+      training loss and NLL within relative 1e-4, top-1 within one eval sample (0.5 points);
+    - with BatchNorm (statistics per process, over 25 instead of 50 samples) the runs differ
+      slightly: training loss and NLL within relative 3e-2, top-1 within 3 points.
+    """
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(tmp_path / "two"), *DDP_ARGS]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert sum(l.startswith("bn epoch 3/3") for l in lines) == 1, "one process (rank 0) logs"
+    assert sum(l.startswith("training plane2") for l in lines) == 2 and out.stdout.count('"top1"') == 2
+
+    from kd.__main__ import main
+    for variant in ("bn", "nobn"):
+        if variant == "nobn":
+            monkeypatch.setattr(kd.models, "create", _without_batchnorm(kd.models.create))
+        assert main(["train", *DDP_ARGS, "--out", str(tmp_path / "one" / variant)]) == 0
+    for variant, rtol, top1_tol in (("nobn", 1e-4, 0.5), ("bn", 3e-2, 3.0)):
+        one, two = metrics(tmp_path / "one" / variant), metrics(tmp_path / "two" / variant)
+        assert one["epoch"].tolist() == two["epoch"].tolist() == [1, 2, 3]
+        assert one["lr"].tolist() == two["lr"].tolist()
+        for col in ("train_loss", "nll"):
+            assert ((one[col] - two[col]).abs() <= rtol * one[col].abs()).all(), (variant, col, one[col], two[col])
+        assert ((one["top1"] - two["top1"]).abs() <= top1_tol + 1e-6).all(), (variant, one["top1"], two["top1"])
+        assert json.loads((tmp_path / "two" / variant / "final.json").read_text())["num_train"] == 300
+        assert not no_temp_files(tmp_path / "two" / variant)
+
+
+def _without_batchnorm(create):
+    def wrapped(*args, **kwargs):
+        model = create(*args, **kwargs)
+        for module in list(model.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, torch.nn.BatchNorm2d):
+                    setattr(module, name, torch.nn.Identity())
+        return model
+    return wrapped
