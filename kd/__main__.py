@@ -88,8 +88,9 @@ def _teacher(args) -> int:
         print(f"teacher {args.name}: not used by profile {P.name}, nothing to train")
         return 0
     rows, history = {}, []
+    trained = P.teachers([args.name], progress=None)  # the seeds in parallel on a multi-worker profile
     for seed in P.seeds:
-        run = P.teacher(args.name, seed, progress=None)
+        run = trained[(args.name, seed)]
         rows[f"seed{seed}"] = {k: run.summary[k] for k in ("top1", "best_top1", "nll", "ece", "train_time_s")}
         history += run.history.assign(seed=seed).to_dict("records")
         print(f"teacher {args.name} seed {seed}: top-1 {run.summary['top1']:.2f} ({run.path})", flush=True)

@@ -320,7 +320,7 @@ class Loader:
         if self.train and self.crop_pad:
             x = random_crop(x, self.crop_pad, shifts.to(self.device, non_blocking=True))
         if self.train and self.flip:
-            x = torch.where(flips.to(self.device).view(-1, 1, 1, 1), x.flip(3), x)
+            x = torch.where(flips.to(self.device, non_blocking=True).view(-1, 1, 1, 1), x.flip(3), x)
         x = (x.float() - self.mean) / self.std
         if self.train and self.cutout:
             x = cutout(x, self.cutout, centres.to(self.device, non_blocking=True))

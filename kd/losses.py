@@ -42,9 +42,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 
 def _split_target(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the target logit, shape B; the C - 1 non-target logits in class order, shape B x (C-1))."""
-    mask = F.one_hot(target, logits.shape[1]).bool()
-    return logits[mask], logits[~mask].view(logits.shape[0], -1)
+    """(the target logit, shape B; the C - 1 non-target logits in class order, shape B x (C-1)).
+    Gathers by index (no boolean masking), so that the GPU never waits for the host."""
+    t = target.view(-1, 1)
+    others = torch.arange(logits.shape[1] - 1, device=logits.device).expand(logits.shape[0], -1)
+    others = others + (others >= t).long()
+    return logits.gather(1, t).squeeze(1), logits.gather(1, others)
 
 
 def _binary_log_probs(logits: torch.Tensor, target: torch.Tensor, T: float) -> torch.Tensor:
@@ -194,9 +197,9 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = 1.0, unmixed_fra
     perm = torch.arange(n)
     # a random permutation of the mixed part would leave ~1 of them paired with itself
     perm[mixed] = mixed.roll(1) if len(mixed) > 1 else order[:1]
-    perm = perm.to(x.device)
+    perm = perm.to(x.device, non_blocking=True)
     weight = torch.ones(n, device=x.device)
-    weight[mixed.to(x.device)] = lam
+    weight[mixed.to(x.device, non_blocking=True)] = lam
     wx = weight.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
     wy = weight.view(-1, 1).to(y_soft.dtype)
     return wx * x + (1 - wx) * x[perm], wy * y_soft + (1 - wy) * y_soft[perm], lam, perm

@@ -84,7 +84,13 @@ class Method:
 
 @register("ce")
 class CrossEntropy(Method):
-    """Cross-entropy on the labels, no teacher."""
+    """Cross-entropy on the labels, no teacher. `same_class` > 0 draws the batches with
+    that many extra samples of each anchor's class, as BAKE's do (the control that keeps
+    BAKE's sampler and removes its loss)."""
+
+    def __init__(self, same_class: int = 0):
+        _check_non_negative(same_class=same_class)
+        self.same_class = int(same_class)
 
     def forward_train(self, student, teacher, batch):
         logits = student(batch.x)

@@ -37,12 +37,11 @@ def load_params(path=None) -> dict:
 
 
 def resolve(value, profile: str):
-    """Pick the profile's entry out of {quick: .., full: .., paper: ..} values, recursively."""
+    """Pick the profile's entry out of {quick: .., full: .., paper: ..} values, recursively;
+    a profile without an entry gets None (e.g. `train: {paper: {...}}` overrides only `paper`)."""
     if isinstance(value, dict):
         if value and set(value) <= set(PROFILES):
-            if profile not in value:
-                raise KeyError(f"no value for profile {profile!r} in {value}")
-            return resolve(value[profile], profile)
+            return resolve(value.get(profile), profile)
         return {k: resolve(v, profile) for k, v in value.items()}
     if isinstance(value, list):
         return [resolve(v, profile) for v in value]
@@ -130,10 +129,28 @@ class Profile:
                            lookup=self._lookup())
 
     def teachers(self, names, progress: bool | None = False) -> dict[tuple[str, int], kd_runs.Run]:
-        """{(name, seed): Run} for every name and seed of the profile."""
-        return {(n, s): self.teacher(n, s, progress) for n in dict.fromkeys(names) for s in self.seeds}
+        """{(name, seed): Run} for every name and seed of the profile; missing teachers train
+        `workers` at a time in separate processes (fills a GPU), else one after another."""
+        keys = [(n, s) for n in dict.fromkeys(names) for s in self.seeds]
+        todo = [(n, s) for n, s in keys
+                if kd_runs.find(self.teacher_config(n, s), [self.teacher_root(n)]) is None]
+        if self.workers > 1 and len(todo) > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(min(self.workers, len(todo))) as pool:
+                pool.map(_train_teacher, [(self.name, self.params, n, s) for n, s in todo])
+        return {(n, s): self.teacher(n, s, progress) for n, s in keys}
 
     def run_all(self, configs: list[TrainConfig], paper: str, progress: bool | None = False) -> list[kd_runs.Run]:
         """Train (or fetch from the cache) every configuration, in parallel on a GPU profile."""
         return kd_runs.run_many(configs, root=self.runs_root / paper, device=self.device,
                                 workers=self.workers, progress=progress, lookup=self._lookup())
+
+
+def _train_teacher(args) -> None:
+    """Worker of Profile.teachers: one teacher in its own process."""
+    import torch
+
+    name, params, teacher, seed = args
+    torch.set_num_threads(1)
+    Profile(name, params).teacher(teacher, seed)

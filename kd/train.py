@@ -209,6 +209,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     ds = kd_data.load(cfg.dataset, data_root, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
                       val_fraction=cfg.val_fraction, seed=cfg.seed)
     cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fastest kernels for fixed shapes (not bit-deterministic)
     channels_last = cfg.channels_last and cuda
     train_loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=cfg.batch_size,
                                   train=True, device=device, seed=cfg.seed, crop_pad=cfg.crop_pad,

@@ -16,10 +16,23 @@ classes too; see `official_kd_loss`).
 """
 from __future__ import annotations
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from kd.train import TrainConfig
+
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
+# params.yaml family -> the entry of data/paper_results.yaml `takd.chains` it stands in for
+PAPER_CHAIN = {"plane": "plane", "resnet": "resnet_cifar100"}
+
+
+def scale_label(cfg: TrainConfig, P) -> str:
+    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
+    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
+    k = len(P.seeds)
+    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+            f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 
 def families(sec: dict, key: str) -> list[str]:
@@ -138,8 +151,10 @@ def official_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     PyTorch's default reduction, the mean over all B x C elements, i.e. our `kd.losses.kd_loss`
     (sum over classes, mean over the batch) divided by the number of classes C."""
     T = temperature
-    return T * T * F.kl_div(F.log_softmax(student_logits / T, dim=1), F.softmax(teacher_logits / T, dim=1),
-                            reduction="mean")
+    log_p_t, log_p_s = F.log_softmax(teacher_logits / T, dim=1), F.log_softmax(student_logits / T, dim=1)
+    # written out: F.kl_div(..., reduction="mean") is this element-wise mean today, but PyTorch
+    # announces that "mean" will become "batchmean"
+    return T * T * (log_p_t.exp() * (log_p_t - log_p_s)).mean()
 
 
 def official_learning_rate(epoch: int, epochs: int, plane: bool) -> float:
@@ -153,3 +168,52 @@ def official_learning_rate(epoch: int, epochs: int, plane: bool) -> float:
     if epoch < int(epochs * 3 / 4.0):
         return 0.1 * 0.1
     return 0.1 * 0.01
+
+
+# ----------------------------------------------------------------------------- running and analysis
+
+def run_experiment(P, sec: dict) -> dict:
+    """`experiment(P, sec)` with every TrainConfig replaced by its Run (trained now if missing;
+    all trainings go through one `P.run_all`, so a GPU profile runs them in parallel)."""
+    plan = experiment(P, sec)
+    cfgs = configs(P, sec)
+    by_hash = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs, "takd"))}
+
+    def swap(node):
+        if isinstance(node, TrainConfig):
+            return by_hash[node.hash()]
+        if isinstance(node, dict):
+            return {k: swap(v) for k, v in node.items()}
+        return [swap(v) for v in node]
+
+    return swap(plan)
+
+
+def paper_assistant(paper: dict, name: str) -> str | None:
+    """The assistant of the paper's chain that our family stands in for (data/paper_results.yaml
+    `takd.chains`, e.g. 'plane10 -> plane4 -> plane2' gives plane4), or None."""
+    chain = (paper.get("chains") or {}).get(PAPER_CHAIN.get(name, name))
+    if not chain:
+        return None
+    models = [m.strip() for m in chain.split("->")]
+    return models[1] if len(models) == 3 else None
+
+
+def gap_frame(P, sec: dict, R: dict, name: str) -> pd.DataFrame:
+    """Claim 1, one row per (teacher, seed): the teacher's size and accuracy (trained alone)
+    and its student's last-epoch top-1, ECE, agreement and KL(t||s)."""
+    rows = []
+    for t, runs in R[name]["gap"].items():
+        for r in runs:
+            seed = r.config.seed
+            tr = P.teacher(t, seed)
+            s = r.summary
+            rows.append({"teacher": t, "seed": seed, "teacher_params": tr.summary["params"],
+                         "teacher_top1": tr.summary["top1"], "student_top1": s["top1"], "student_ece": s["ece"],
+                         "agreement": s.get("agreement"), "kl_teacher": s.get("kl_teacher")})
+    return pd.DataFrame(rows)
+
+
+def best_label(groups: dict) -> str:
+    """The label whose runs have the highest mean last-epoch top-1."""
+    return max(groups, key=lambda k: sum(r.summary["top1"] for r in groups[k]) / len(groups[k]))

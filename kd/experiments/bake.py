@@ -1,0 +1,238 @@
+"""Self-distillation with Batch Knowledge Ensembling (BAKE; Yixiao Ge et al., 2021;
+github.com/yxgeee/BAKE): the trainings of notebooks/bake.ipynb and its analysis helpers.
+
+Every training the notebook needs (params.yaml section `bake`, resolved for a profile), all
+on one network (`model`) and one schedule, without a teacher:
+- claim 1: CE (random batches), CE with BAKE's same-class sampler (`same_class` = M extra
+  samples of each anchor's class; the control that keeps the sampler and drops the loss),
+  label smoothing (`smoothing`, random batches) and BAKE (tau `temperature`, `omega`,
+  `weight`, M);
+- claim 2: BAKE for each omega of `omegas` (at M) and each M of `same_class_sweep` (at omega);
+  the default's run is shared.
+Claim 3 times training steps (`time_steps`); claim 4 looks inside one batch of the trained
+BAKE model (`batch_view`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from kd import data as kd_data
+from kd import losses
+from kd.train import TrainConfig
+
+PAPER = "bake"
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
+CLASS_NAMES = {"fashion_mnist": ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+                                 "bag", "boot"]}
+
+
+# ---------------------------------------------------------------- the design
+def scale_label(cfg: TrainConfig, P) -> str:
+    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
+    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
+    k = len(P.seeds)
+    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+            f"{k} seed{'s' if k > 1 else ''}, last epoch")
+
+
+def class_names(dataset: str, num_classes: int) -> list[str]:
+    return CLASS_NAMES.get(dataset, [str(i) for i in range(num_classes)])
+
+
+def bake_args(sec: dict, omega: float | None = None, same_class: int | None = None) -> dict:
+    """BAKE: CE + weight tau^2 KL(Q || softmax(z / tau)), Q propagated with omega over the batch."""
+    return {"temperature": float(sec["temperature"]), "omega": float(sec["omega"] if omega is None else omega),
+            "weight": float(sec["weight"]), "same_class": int(sec["same_class"] if same_class is None else same_class)}
+
+
+def omega_label(w: float) -> str:
+    return f"omega={float(w):g}"
+
+
+def m_label(m: int) -> str:
+    return f"M={int(m)}"
+
+
+def _check_batch(P, sec: dict) -> None:
+    batch = P.config(sec["model"], "ce", paper=PAPER).batch_size
+    for m in {int(sec["same_class"]), *map(int, sec["same_class_sweep"])}:
+        if batch % (1 + m):
+            raise ValueError(f"bake: batch_size {batch} is not a multiple of 1 + M = {1 + m}; change "
+                             "params.yaml bake.same_class_sweep or bake.train.batch_size")
+
+
+def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
+    """{group: {row label: [TrainConfig per seed]}}; groups "main" (CE, CE same-class, label
+    smoothing, BAKE), "omega" ('omega=w', at M = same_class), "M" ('M=m', at omega)."""
+    _check_batch(P, sec)
+    out: dict[str, dict[str, list[TrainConfig]]] = {"main": {}, "omega": {}, "M": {}}
+    model, M = sec["model"], int(sec["same_class"])
+
+    def add(group, row, cfg):
+        out[group].setdefault(row, []).append(cfg)
+
+    for seed in P.seeds:
+        add("main", "CE", P.config(model, "ce", seed=seed, paper=PAPER))
+        add("main", "CE same-class", P.config(model, "ce", seed=seed, method_args={"same_class": M}, paper=PAPER))
+        add("main", "label smoothing", P.config(model, "label_smoothing", seed=seed,
+                                                method_args={"smoothing": float(sec["smoothing"])}, paper=PAPER))
+        add("main", "BAKE", P.config(model, "bake", seed=seed, method_args=bake_args(sec), paper=PAPER))
+        for w in sec["omegas"]:
+            add("omega", omega_label(w), P.config(model, "bake", seed=seed, method_args=bake_args(sec, omega=w),
+                                                  paper=PAPER))
+        for m in sec["same_class_sweep"]:
+            add("M", m_label(m), P.config(model, "bake", seed=seed, method_args=bake_args(sec, same_class=m),
+                                          paper=PAPER))
+    return out
+
+
+def teacher_names(P, sec: dict) -> list[str]:
+    """BAKE's teacher is the batch's own ensembled predictions: no params.yaml teacher."""
+    return []
+
+
+def configs(P, sec: dict) -> list[TrainConfig]:
+    """Every training of the notebook, each configuration once."""
+    unique: dict[str, TrainConfig] = {}
+    for group in plan(P, sec).values():
+        for cfgs in group.values():
+            for c in cfgs:
+                unique.setdefault(c.hash(), c)
+    return list(unique.values())
+
+
+def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
+    """Train what is missing (cached runs are reused); `plan` with Runs in place of configs."""
+    p = plan(P, sec)
+    cfgs = configs(P, sec)
+    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs, PAPER))}
+    return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
+
+
+def paper_text(results: dict, network: str = "resnet18") -> str:
+    v = results.get("top1_error", {}).get(network)
+    return f"err {v:.2f} (CIFAR-100 {network})" if v is not None else "n/a"
+
+
+def sweep_frame(groups: dict, key: str, keys=("top1", "nll", "ece")) -> pd.DataFrame:
+    """Rows 'name=value' -> one row per run: the swept value, seed and metrics."""
+    rows = []
+    for name, runs in groups.items():
+        v = float(name.split("=", 1)[1])
+        rows += [{key: v, "seed": r.config.seed, **{k: r.summary[k] for k in keys}} for r in runs]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- cost (claim 3)
+def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
+    return kd_data.load(cfg.dataset, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
+                        val_fraction=cfg.val_fraction, seed=cfg.seed)
+
+
+def time_steps(P, sec: dict, cfg: TrainConfig, steps: int, rounds: int) -> dict:
+    """CE's and BAKE's full training step on the same model, batch size and same-class batches,
+    interleaved round by round in this process (kd.timing.step_times); ratio = BAKE / CE."""
+    from kd.timing import step_times
+
+    M = int(sec["same_class"])
+    return step_times({"CE": ("ce", {"same_class": M}), "BAKE": ("bake", bake_args(sec))}, cfg.model,
+                      dataset_of(cfg), batch_size=cfg.batch_size, steps=steps, rounds=rounds, device=P.device,
+                      seed=cfg.seed)
+
+
+# ---------------------------------------------------------------- illustration (claim 4)
+@torch.no_grad()
+def batch_view(run, sec: dict, device="cpu") -> dict:
+    """One training batch as BAKE sees it, for the trained BAKE model `run` (eval mode, no
+    augmentation, BAKE's same-class sampler with the run's M): images, labels, the model's own
+    softened prediction P = softmax(z / tau), the affinity A (kd.losses.bake_affinity) and the
+    propagated target Q (kd.losses.bake_targets)."""
+    cfg = run.config
+    ds = dataset_of(cfg)
+    M = int(cfg.method_args.get("same_class", sec["same_class"]))
+    loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=cfg.batch_size, train=True,
+                            device=device, seed=cfg.seed, crop_pad=0, flip=False, same_class=M)
+    batch = next(iter(loader))
+    model = run.model(device)
+    logits, feats = model(batch.x, return_features=True)
+    T, omega = float(cfg.method_args.get("temperature", sec["temperature"])), float(cfg.method_args.get("omega", sec["omega"]))
+    pooled = feats["pooled"].float()
+    A = losses.bake_affinity(pooled)
+    Q = losses.bake_targets(pooled, logits, T, omega)
+    P = F.softmax(logits.float() / T, dim=1)
+    mean = torch.tensor(ds.mean).view(1, -1, 1, 1)
+    std = torch.tensor(ds.std).view(1, -1, 1, 1)
+    images = (batch.x.cpu() * std + mean).clamp(0, 1)
+    return {"images": images, "y": batch.y.cpu(), "index": batch.index.cpu(), "logits": logits.cpu(),
+            "P": P.cpu(), "Q": Q.cpu(), "A": A.cpu(), "T": T, "omega": omega, "M": M,
+            "classes": class_names(cfg.dataset, ds.num_classes)}
+
+
+def pick_samples(view: dict, k: int = 4) -> list[int]:
+    """The k samples whose propagated target differs most from their own prediction
+    (total variation distance between Q and P)."""
+    tv = 0.5 * (view["Q"] - view["P"]).abs().sum(1)
+    return tv.argsort(descending=True)[:k].tolist()
+
+
+def same_class_weight(view: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample of the batch: the affinity mass it puts on the other samples of its own class,
+    and the share of its batch neighbours that are of its class (the mass uniform weights would
+    give)."""
+    y = view["y"]
+    same = (y.view(-1, 1) == y.view(1, -1)).float()
+    same.fill_diagonal_(0)
+    mass = (view["A"] * same).sum(1)
+    share = same.sum(1) / (len(y) - 1)
+    return mass.numpy(), share.numpy()
+
+
+def plot_batch_view(view: dict, samples: list[int], neighbours: int = 4):
+    """One row per sample: the image (label, prediction), its own prediction P and the propagated
+    target Q (bars over classes), and the `neighbours` batch samples with the largest affinity."""
+    import matplotlib.pyplot as plt
+
+    classes = view["classes"]
+    C = len(classes)
+    ncols = 2 + neighbours
+    fig = plt.figure(figsize=(2.0 * ncols + 2.5, 2.2 * len(samples)))
+    gs = fig.add_gridspec(len(samples), ncols, width_ratios=[1, 3.2] + [1] * neighbours)
+    imgs = view["images"]
+
+    def show(ax, i):
+        img = imgs[i]
+        ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    for r, i in enumerate(samples):
+        y = int(view["y"][i])
+        pred = int(view["logits"][i].argmax())
+        ax = fig.add_subplot(gs[r, 0])
+        show(ax, i)
+        ax.set_title(f"label {classes[y]}\npred. {classes[pred]}", fontsize=8,
+                     color="k" if pred == y else "#c0392b")
+        ax = fig.add_subplot(gs[r, 1])
+        x = np.arange(C)
+        ax.bar(x - 0.2, view["P"][i].numpy(), 0.4, label=f"own P = softmax(z/{view['T']:g})", color="#8d99ae")
+        ax.bar(x + 0.2, view["Q"][i].numpy(), 0.4, label=f"propagated Q (omega {view['omega']:g})", color="#e76f51")
+        ax.axvline(y, color="k", lw=0.6, ls=":")
+        ax.set_xticks(x, classes if C <= 20 else [""] * C, rotation=60, fontsize=6)
+        ax.set_ylim(0, 1)
+        ax.tick_params(axis="y", labelsize=7)
+        if r == 0:
+            ax.legend(fontsize=6, loc="upper right")
+        weights = view["A"][i]
+        top = weights.argsort(descending=True)[:neighbours].tolist()
+        for c, j in enumerate(top):
+            ax = fig.add_subplot(gs[r, 2 + c])
+            show(ax, j)
+            yj = int(view["y"][j])
+            ax.set_title(f"w {weights[j]:.3f}\n{classes[yj]}", fontsize=8, color="#2a9d8f" if yj == y else "#c0392b")
+    fig.suptitle(f"BAKE inside one batch of {len(view['y'])} (M = {view['M']}): the largest affinity weights "
+                 "(green: same class as the sample)", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,265 @@
+"""Self-Knowledge Distillation with Progressive Refinement of Targets (PS-KD; Kim, Ji, Yoon,
+Hwang; ICCV 2021): the trainings of notebooks/pskd.ipynb and its analysis helpers.
+
+Every training the notebook needs (params.yaml section `pskd`, resolved for a profile), all
+on one network (`model`) and one schedule, without a teacher:
+- claim 1 / 2: cross-entropy (CE), label smoothing (`smoothing`) and PS-KD (`alpha_T`);
+- claim 4: PS-KD for each alpha_T of `alphas` (the run with alpha_T itself is shared);
+- claim 5: CE + cutout and PS-KD + cutout (`cutout`-pixel squares, DeVries & Taylor 2017).
+Claim 3 (hard-example mining) needs no training of its own: it differentiates the losses at
+the logits of the trained PS-KD model (`logit_gradients`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from kd import data as kd_data
+from kd import losses
+from kd import metrics as kd_metrics
+from kd.train import TrainConfig
+
+PAPER = "pskd"
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
+
+
+# ---------------------------------------------------------------- the design
+def scale_label(cfg: TrainConfig, P) -> str:
+    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
+    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
+    k = len(P.seeds)
+    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+            f"{k} seed{'s' if k > 1 else ''}, last epoch")
+
+
+def pskd_args(alpha_T: float) -> dict:
+    return {"alpha_T": float(alpha_T)}
+
+
+def alpha_label(a: float) -> str:
+    return f"alpha_T={float(a):g}"
+
+
+def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
+    """{group: {row label: [TrainConfig per seed]}}; groups "main" (CE, label smoothing,
+    PS-KD), "alphas" ('alpha_T=a'), "cutout" (CE, CE + cutout, PS-KD, PS-KD + cutout)."""
+    out: dict[str, dict[str, list[TrainConfig]]] = {"main": {}, "alphas": {}, "cutout": {}}
+    model, cut = sec["model"], int(sec["cutout"])
+
+    def add(group, row, cfg):
+        out[group].setdefault(row, []).append(cfg)
+
+    for seed in P.seeds:
+        ce = P.config(model, "ce", seed=seed, paper=PAPER)
+        ls = P.config(model, "label_smoothing", seed=seed, method_args={"smoothing": float(sec["smoothing"])},
+                      paper=PAPER)
+        ps = P.config(model, "pskd", seed=seed, method_args=pskd_args(sec["alpha_T"]), paper=PAPER)
+        add("main", "CE", ce)
+        add("main", "label smoothing", ls)
+        add("main", "PS-KD", ps)
+        for a in sec["alphas"]:
+            add("alphas", alpha_label(a), P.config(model, "pskd", seed=seed, method_args=pskd_args(a), paper=PAPER))
+        add("cutout", "CE", ce)
+        add("cutout", "CE + cutout", P.config(model, "ce", seed=seed, paper=PAPER, cutout=cut))
+        add("cutout", "PS-KD", ps)
+        add("cutout", "PS-KD + cutout", P.config(model, "pskd", seed=seed, method_args=pskd_args(sec["alpha_T"]),
+                                                 paper=PAPER, cutout=cut))
+    return out
+
+
+def teacher_names(P, sec: dict) -> list[str]:
+    """PS-KD is its own teacher (its predictions of the previous epoch): no params.yaml teacher."""
+    return []
+
+
+def configs(P, sec: dict) -> list[TrainConfig]:
+    """Every training of the notebook, each configuration once."""
+    unique: dict[str, TrainConfig] = {}
+    for group in plan(P, sec).values():
+        for cfgs in group.values():
+            for c in cfgs:
+                unique.setdefault(c.hash(), c)
+    return list(unique.values())
+
+
+def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
+    """Train what is missing (cached runs are reused); `plan` with Runs in place of configs."""
+    p = plan(P, sec)
+    cfgs = configs(P, sec)
+    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs, PAPER))}
+    return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
+
+
+# ---------------------------------------------------------------- confidence metrics
+METRIC_COLUMNS = {"top1_error": "top-1 error (%)", "nll": "NLL", "ece_paper": "ECE (%, {bins} bins)",
+                  "ece15": "ECE (%, 15 bins)", "aurc": "AURC (x1000)", "eaurc": "E-AURC (x1000)",
+                  "overconfidence": "conf. - acc. (%)"}
+
+
+def overconfidence(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean confidence (max softmax) minus accuracy, in percent: > 0 is over-confident."""
+    conf, pred = logits.float().softmax(1).max(1)
+    return 100 * (conf.mean() - (pred == targets).float().mean()).item()
+
+
+def run_metrics(run, ece_bins: int = 10) -> dict:
+    """The paper's metrics of one run on the test split, last epoch: top-1 error, NLL, ECE with
+    the paper's `ece_bins` (recomputed from the stored logits) and with the runs' 15, AURC and
+    E-AURC (x1000), and mean confidence minus accuracy."""
+    logits, targets = run.eval_logits()
+    s = run.summary
+    return {"top1_error": 100 - s["top1"], "nll": s["nll"], "ece_paper": 100 * kd_metrics.ece(logits, targets, ece_bins),
+            "ece15": s["ece"], "aurc": s["aurc"], "eaurc": s["eaurc"],
+            "overconfidence": overconfidence(logits, targets)}
+
+
+def metrics_by_row(groups: dict, ece_bins: int = 10) -> dict[str, list[dict]]:
+    """{row: [run_metrics per seed]}."""
+    return {k: [run_metrics(r, ece_bins) for r in runs] for k, runs in groups.items()}
+
+
+def metrics_table(per_row: dict[str, list[dict]], ece_bins: int, paper_column: dict | None = None,
+                  paper_title: str = "paper") -> pd.DataFrame:
+    """Mean ± std over seeds of every metric, one row per method, with an optional paper column."""
+    from kd.report import fmt
+
+    rows = []
+    for label, ms in per_row.items():
+        row = {"": label}
+        for key, name in METRIC_COLUMNS.items():
+            row[name.format(bins=ece_bins)] = fmt([m[key] for m in ms], 3 if key == "nll" else 2)
+        if paper_column is not None:
+            row[paper_title] = paper_column.get(label, "–")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("")
+
+
+def paper_rows(results: dict, network: str = "preact_resnet18") -> dict[str, str]:
+    """{our row label: "err a / ECE b"} from data/paper_results.yaml (CIFAR-100, 10-bin ECE)."""
+    names = {"CE": "ce", "label smoothing": "label_smoothing", "PS-KD": "pskd"}
+    out = {}
+    for label, key in names.items():
+        v = results.get(network, {}).get(key)
+        if v:
+            out[label] = f"err {v['top1_error']:.2f} / ECE {v['ece']:.2f}"
+    return out
+
+
+def paper_table(results: dict) -> pd.DataFrame:
+    """The paper's CIFAR-100 table as restated in data/paper_results.yaml."""
+    rows = []
+    for net, methods in results.items():
+        if not isinstance(methods, dict):
+            continue
+        for m, v in methods.items():
+            rows.append({"network (CIFAR-100)": net, "method": m, "top-1 error (%)": v["top1_error"],
+                         "ECE (%, 10 bins)": v["ece"]})
+    return pd.DataFrame(rows).set_index(["network (CIFAR-100)", "method"])
+
+
+# ---------------------------------------------------------------- hard-example mining (claim 3)
+def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
+    """The data split a configuration trains and evaluates on."""
+    return kd_data.load(cfg.dataset, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
+                        val_fraction=cfg.val_fraction, seed=cfg.seed)
+
+
+def train_logits(model: torch.nn.Module, ds: kd_data.Dataset, n: int | None = None,
+                 device="cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A model's logits on the first `n` training images (in order, no augmentation, eval
+    mode); returns (logits, targets, indices into the training split)."""
+    n = len(ds.y_train) if n is None else min(int(n), len(ds.y_train))
+    loader = kd_data.Loader(ds.x_train[:n], ds.y_train[:n], ds.mean, ds.std, batch_size=512, train=False,
+                            device=device)
+    logits, targets = kd_metrics.predict(model.to(device), loader)
+    return logits.cpu(), targets.cpu(), torch.arange(n)
+
+
+def previous_predictions(run) -> torch.Tensor:
+    """PS-KD's memory at the end of training: for every training sample, the softmax the model
+    gave it at its last training step (train mode, augmented input), i.e. the "teacher" p^{t-1}
+    the next epoch would use. It is the method state kept in the run's checkpoint.pt."""
+    path = run.path / "checkpoint.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: claim 3 needs PS-KD's per-sample memory, which the "
+                                "training loop keeps in checkpoint.pt; rerun the PS-KD training or copy the "
+                                "whole run folder")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state["method"]["memory"].float()
+
+
+def logit_gradients(logits: torch.Tensor, targets: torch.Tensor, previous: torch.Tensor,
+                    alpha: float) -> pd.DataFrame:
+    """Per-sample gradients of the CE and PS-KD losses with respect to the logits z, by autograd.
+
+    CE: -log softmax(z)_y. PS-KD (Kim et al. 2021, Eqs. 6-8): -sum_c q_c log softmax(z)_c with
+    q = (1 - alpha) onehot(y) + alpha p_prev, the training code's own `kd.losses.pskd_targets` and
+    `soft_cross_entropy` (times the batch size, to undo its batch mean). For soft-target CE the
+    gradient is p - q (p = softmax(z)), so g_PSKD = (1 - alpha) g_CE + alpha (p - p_prev).
+    Returns, per sample: the previous prediction's confidence in the true class (`prev_conf`,
+    the difficulty: low = hard), the current one (`conf`), L1 and L2 norms of both gradients,
+    their ratios PS-KD / CE, the closed form 1 - alpha (1 - prev_conf) / (1 - conf) (exact
+    when q_y >= p_y and p_c >= alpha p_prev,c for c != y), whether those conditions hold,
+    and |autograd - (p - q)| (max over classes).
+    """
+    z = logits.double().detach()
+    y = targets.long()
+    prev = previous.double()
+    n, C = z.shape
+
+    z_ce = z.clone().requires_grad_(True)
+    (g_ce,) = torch.autograd.grad(F.cross_entropy(z_ce, y, reduction="sum"), z_ce)
+    q = losses.pskd_targets(y, prev, alpha, C)
+    z_ps = z.clone().requires_grad_(True)
+    (g_ps,) = torch.autograd.grad(n * losses.soft_cross_entropy(z_ps, q), z_ps)
+
+    p = z.softmax(1)
+    onehot = F.one_hot(y, C).double()
+    analytic_err = torch.maximum((g_ce - (p - onehot)).abs().amax(1), (g_ps - (p - q)).abs().amax(1))
+    conf = p.gather(1, y.view(-1, 1)).squeeze(1)
+    prev_conf = prev.gather(1, y.view(-1, 1)).squeeze(1)
+    mask = onehot.bool()
+    conditions = (q[mask] >= p[mask]) & ((p - alpha * prev)[~mask].view(n, C - 1) >= 0).all(1)
+    l1_ce, l1_ps = g_ce.abs().sum(1), g_ps.abs().sum(1)
+    l2_ce, l2_ps = g_ce.norm(dim=1), g_ps.norm(dim=1)
+    closed = 1 - alpha * (1 - prev_conf) / (1 - conf).clamp_min(1e-12)
+    return pd.DataFrame({
+        "prev_conf": prev_conf.numpy(), "conf": conf.numpy(), "correct": (z.argmax(1) == y).numpy(),
+        "l1_ce": l1_ce.numpy(), "l1_pskd": l1_ps.numpy(), "l2_ce": l2_ce.numpy(), "l2_pskd": l2_ps.numpy(),
+        "ratio_l1": (l1_ps / l1_ce.clamp_min(1e-300)).numpy(), "ratio_l2": (l2_ps / l2_ce.clamp_min(1e-300)).numpy(),
+        "closed_form": closed.numpy(), "conditions_hold": conditions.numpy(),
+        "autograd_vs_analytic": analytic_err.numpy()})
+
+
+def gradient_study(run, alpha: float, n: int | None = None) -> pd.DataFrame:
+    """`logit_gradients` at the final logits of a trained PS-KD run on its first `n` training
+    images, with that run's memory as the previous predictions and alpha = the last epoch's
+    alpha_t (= alpha_T)."""
+    cfg = run.config
+    ds = dataset_of(cfg)
+    logits, targets, idx = train_logits(run.model(), ds, n)
+    memory = previous_predictions(run)
+    df = logit_gradients(logits, targets, memory[idx], alpha)
+    df.insert(0, "seed", cfg.seed)
+    return df
+
+
+def binned(df: pd.DataFrame, x: str, y: str, bins: int = 10) -> pd.DataFrame:
+    """Mean, std and count of `y` in equal-width bins of `x` over [0, 1]."""
+    edges = np.linspace(0, 1, bins + 1)
+    cut = pd.cut(df[x], edges, include_lowest=True)
+    g = df.groupby(cut, observed=True)[y].agg(["mean", "std", "count"]).reset_index()
+    g["centre"] = [iv.mid for iv in g[x]]
+    return g
+
+
+def ratio_curve(prev_conf: np.ndarray, conf: float, alpha: float) -> np.ndarray:
+    """The closed-form L1 ratio 1 - alpha (1 - prev_conf) / (1 - conf) for a fixed current
+    confidence (valid where the sign conditions of `logit_gradients` hold)."""
+    return 1 - alpha * (1 - np.asarray(prev_conf, float)) / (1 - conf)
+
+
+def values_by_seed(per_row: dict[str, list[dict]], row: str, key: str) -> list[float]:
+    return [m[key] for m in per_row[row]]
