@@ -172,10 +172,18 @@ def batch_view(run, sec: dict, device="cpu") -> dict:
 
 
 def pick_samples(view: dict, k: int = 4) -> list[int]:
-    """The k samples whose propagated target differs most from their own prediction
-    (total variation distance between Q and P)."""
+    """k samples of different classes (while there are classes left) whose propagated target
+    differs most from their own prediction (total variation distance between Q and P)."""
     tv = 0.5 * (view["Q"] - view["P"]).abs().sum(1)
-    return tv.argsort(descending=True)[:k].tolist()
+    order = tv.argsort(descending=True).tolist()
+    picked, seen = [], set()
+    for i in order:
+        if int(view["y"][i]) not in seen:
+            picked.append(i)
+            seen.add(int(view["y"][i]))
+        if len(picked) == k:
+            return picked
+    return picked + [i for i in order if i not in picked][:k - len(picked)]
 
 
 def same_class_weight(view: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +229,7 @@ def plot_batch_view(view: dict, samples: list[int], neighbours: int = 4):
         ax.bar(x + 0.2, view["Q"][i].numpy(), 0.4, label=f"propagated Q (omega {view['omega']:g})", color="#e76f51")
         ax.axvline(y, color="k", lw=0.6, ls=":")
         ax.set_xticks(x, classes if C <= 20 else [""] * C, rotation=60, fontsize=6)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.25 * max(view["P"][i].max().item(), view["Q"][i].max().item()))
         ax.tick_params(axis="y", labelsize=7)
         if r == 0:
             ax.legend(fontsize=6, loc="upper right")
@@ -231,8 +239,9 @@ def plot_batch_view(view: dict, samples: list[int], neighbours: int = 4):
             ax = fig.add_subplot(gs[r, 2 + c])
             show(ax, j)
             yj = int(view["y"][j])
-            ax.set_title(f"w {weights[j]:.3f}\n{classes[yj]}", fontsize=8, color="#2a9d8f" if yj == y else "#c0392b")
-    fig.suptitle(f"BAKE inside one batch of {len(view['y'])} (M = {view['M']}): the largest affinity weights "
-                 "(green: same class as the sample)", fontsize=9)
+            ax.set_title(f"w {weights[j]:.3f} ({weights[j] * (len(weights) - 1):.2f}x unif.)\n{classes[yj]}", fontsize=7,
+                         color="#2a9d8f" if yj == y else "#c0392b")
+    fig.suptitle(f"BAKE inside one batch of {len(view['y'])} (M = {view['M']}): own prediction, propagated target, and "
+                 "the largest affinity weights w (x unif.: w times N - 1; green: same class as the sample)", fontsize=9)
     fig.tight_layout()
     return fig
