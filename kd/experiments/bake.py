@@ -232,7 +232,7 @@ def plot_batch_view(view: dict, samples: list[int], neighbours: int = 4):
         ax.set_ylim(0, 1.25 * max(view["P"][i].max().item(), view["Q"][i].max().item()))
         ax.tick_params(axis="y", labelsize=7)
         if r == 0:
-            ax.legend(fontsize=6, loc="upper right")
+            ax.legend(fontsize=6, loc="best", framealpha=0.6)
         weights = view["A"][i]
         top = weights.argsort(descending=True)[:neighbours].tolist()
         for c, j in enumerate(top):
@@ -242,6 +242,7 @@ def plot_batch_view(view: dict, samples: list[int], neighbours: int = 4):
             ax.set_title(f"w {weights[j]:.3f} ({weights[j] * (len(weights) - 1):.2f}x unif.)\n{classes[yj]}", fontsize=7,
                          color="#2a9d8f" if yj == y else "#c0392b")
     fig.suptitle(f"BAKE inside one batch of {len(view['y'])} (M = {view['M']}): own prediction, propagated target, and "
-                 "the largest affinity weights w (x unif.: w times N - 1; green: same class as the sample)", fontsize=9)
-    fig.tight_layout()
+                 "the largest affinity weights w\n(x unif.: w times N - 1, the weight relative to uniform; green: same class "
+                 "as the sample)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig

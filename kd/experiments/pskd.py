@@ -194,7 +194,7 @@ def logit_gradients(logits: torch.Tensor, targets: torch.Tensor, previous: torch
                     alpha: float) -> pd.DataFrame:
     """Per-sample gradients of the CE and PS-KD losses with respect to the logits z, by autograd.
 
-    CE: -log softmax(z)_y. PS-KD (Kim et al. 2021, Eqs. 6-8): -sum_c q_c log softmax(z)_c with
+    CE: -log softmax(z)_y. PS-KD (Kim et al. 2021, Eqs. 6-7): -sum_c q_c log softmax(z)_c with
     q = (1 - alpha) onehot(y) + alpha p_prev, the training code's own `kd.losses.pskd_targets` and
     `soft_cross_entropy` (times the batch size, to undo its batch mean). For soft-target CE the
     gradient is p - q (p = softmax(z)), so g_PSKD = (1 - alpha) g_CE + alpha (p - p_prev).
