@@ -355,7 +355,9 @@ def main(argv=None) -> int:
                "ok": all(not ph["failures"] for ph in phases) and len(phases) == len(p["phases"]),
                "phases": phases, "skipped_papers": p["skipped_papers"],
                "environment": {"python": sys.version.split()[0], "cpu_count": os.cpu_count()},
-               "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "log": str(log_path)}
+               "within_goal": goal is None or total / 60 <= goal,
+               "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+               "log": str(log_path.relative_to(REPO) if log_path.is_relative_to(REPO) else log_path)}
     if sampler:
         summary["gpu"] = sampler.summary(0, float("inf"))
         if training:
