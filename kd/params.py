@@ -18,9 +18,8 @@ from pathlib import Path
 import yaml
 
 from kd import runs as kd_runs
+from kd.runs import ROOT
 from kd.train import TrainConfig
-
-ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("quick", "full", "paper")
 _DATA_KEYS = ("dataset", "train_subset", "eval_subset", "val_fraction")
 

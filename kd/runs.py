@@ -22,7 +22,24 @@ import torch
 
 from kd.train import TrainConfig, fit, load_model
 
-ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_root() -> Path:
+    """The checkout whose params.yaml, runs/ and results/ kd uses: $KD_ROOT if set, else the
+    nearest folder at or above the working directory that holds params.yaml and dvc.yaml, else
+    the checkout kd is installed from. Looking from the working directory matters when kd is
+    installed editable from one checkout and runs in a copy of it (`dvc exp run --temp` or
+    `--queue`, which execute in a temporary copy with that experiment's params.yaml)."""
+    if os.environ.get("KD_ROOT"):
+        return Path(os.environ["KD_ROOT"]).resolve()
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "params.yaml").is_file() and (folder / "dvc.yaml").is_file():
+            return folder
+    return Path(__file__).resolve().parent.parent
+
+
+ROOT = project_root()
 DEFAULT_RUNS = ROOT / "runs"
 
 

@@ -2,6 +2,7 @@
 import importlib
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -349,3 +350,17 @@ def test_a_paper_profile_config_trains_on_cifar100_format_files(paper_profile, t
     hist = kd_runs.Run(tmp_path / "run").history
     assert {"train_ce", "train_tckd", "train_nckd", "top5"} <= set(hist.columns)
     assert kd_runs.Run(tmp_path / "run").model().classifier.out_features == 100
+
+
+def test_project_root_follows_kd_root_then_the_working_directory(tmp_path, monkeypatch):
+    copy = tmp_path / "exp-copy"  # e.g. the temporary copy `dvc exp run --temp` executes in
+    (copy / "notebooks").mkdir(parents=True)
+    (copy / "params.yaml").write_text("profile: quick\n")
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.delenv("KD_ROOT", raising=False)
+    monkeypatch.chdir(copy / "notebooks")  # papermill runs the notebooks from notebooks/
+    assert kd_runs.project_root() == copy.resolve()
+    monkeypatch.chdir(tmp_path)  # not inside a checkout: the one kd is installed from
+    assert kd_runs.project_root() == Path(kd_runs.__file__).resolve().parent.parent
+    monkeypatch.setenv("KD_ROOT", str(copy))
+    assert kd_runs.project_root() == copy.resolve()
