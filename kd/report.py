@@ -91,7 +91,8 @@ def trend(x, y, increasing: bool = True) -> dict:
     from scipy import stats
 
     x, y = np.asarray(x, float), np.asarray(y, float)
-    rho, p = stats.spearmanr(x, y) if len(x) > 2 else (math.nan, math.nan)
+    defined = len(x) > 2 and np.ptp(x) > 0 and np.ptp(y) > 0  # no ranking of a constant
+    rho, p = stats.spearmanr(x, y) if defined else (math.nan, math.nan)
     rho = float(rho) * (1 if increasing else -1)
     if math.isnan(rho) or rho <= 0:
         verdict = "not reproduced"
@@ -100,7 +101,8 @@ def trend(x, y, increasing: bool = True) -> dict:
     else:
         verdict = "partly"
     return {"verdict": verdict, "difference": rho, "p_value": float(p) if not math.isnan(p) else math.nan,
-            "n": [len(x)], "evidence": f"Spearman rho {rho:+.2f} over {len(x)} points (p={p:.3f})"}
+            "n": [len(x)], "evidence": f"Spearman rho {rho:+.2f} over {len(x)} points (p={p:.3f})" if defined else
+            f"no Spearman rho: {len(x)} points" + (", a constant series" if len(x) > 2 else "")}
 
 
 def summaries(runs) -> pd.DataFrame:

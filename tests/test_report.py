@@ -56,6 +56,10 @@ def test_trend_is_spearman_with_direction():
     assert report.trend(x, [6, 5, 4, 3, 2, 1])["verdict"] == "not reproduced"
     assert report.trend(x, [6, 5, 4, 3, 2, 1], increasing=False)["verdict"] == "reproduced"
     assert report.trend([0, 1], [1, 2])["verdict"] == "not reproduced"  # two points: no trend can be shown
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flat = report.trend(x, [10.0] * 6)  # e.g. every student at chance
+    assert flat["verdict"] == "not reproduced" and math.isnan(flat["difference"])
     r = report.trend(x, [1, 3, 2, 5, 4, 6])
     assert r["difference"] == pytest.approx(stats.spearmanr(x, [1, 3, 2, 5, 4, 6])[0])
 
