@@ -20,6 +20,7 @@ import yaml
 from kd import runs as kd_runs
 from kd.runs import ROOT
 from kd.train import TrainConfig
+
 PROFILES = ("quick", "full", "paper")
 _DATA_KEYS = ("dataset", "train_subset", "eval_subset", "val_fraction")
 

@@ -69,10 +69,11 @@ def compare(a, b, higher_is_better: bool = True, margin: float = 0.0, alpha: flo
     diff = float(sign * (a.mean() - b.mean()))
     p = math.nan
     if len(a) >= 2 and len(b) >= 2 and (a.std() > 0 or b.std() > 0):
-        if a.std() == 0 or b.std() == 0:  # Welch with one constant side is the one-sample test
-            const, var = (a, b) if a.std() == 0 else (b, a)
-            alt = "less" if const is a else "greater"
-            p = float(stats.ttest_1samp(sign * var, sign * const[0], alternative=alt).pvalue)
+        # Welch's test with one constant side is the one-sample test of the other side
+        if a.std() == 0:
+            p = float(stats.ttest_1samp(sign * b, sign * a[0], alternative="less").pvalue)
+        elif b.std() == 0:
+            p = float(stats.ttest_1samp(sign * a, sign * b[0], alternative="greater").pvalue)
         else:
             p = float(stats.ttest_ind(sign * a, sign * b, equal_var=False, alternative="greater").pvalue)
     if diff <= margin:

@@ -23,7 +23,6 @@ import torch
 from kd.train import TrainConfig, fit, load_model
 
 
-
 def project_root() -> Path:
     """The checkout whose params.yaml, runs/ and results/ kd uses: $KD_ROOT if set, else the
     nearest folder at or above the working directory that holds params.yaml and dvc.yaml, else
