@@ -193,6 +193,9 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         raise ValueError(f"method {cfg.method!r} needs a trained teacher model (pass teacher=...)")
     device = torch.device(device) if device is not None else default_device()
     dist = _Distributed(device)
+    # the data first: a missing dataset stops the run before anything is written
+    ds = kd_data.load(cfg.dataset, data_root, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
+                      val_fraction=cfg.val_fraction, seed=cfg.seed)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -206,8 +209,6 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     if dist.main:
         atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
 
-    ds = kd_data.load(cfg.dataset, data_root, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
-                      val_fraction=cfg.val_fraction, seed=cfg.seed)
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True  # fastest kernels for fixed shapes (not bit-deterministic)

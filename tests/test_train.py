@@ -257,6 +257,13 @@ def test_missing_teacher_model_fails_before_training(tmp_path, no_training):
         train(_kd(), tmp_path)
 
 
+def test_missing_dataset_fails_before_anything_is_written(tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="dataset 'cifar100' not found"):
+        fit(tiny(dataset="cifar100"), run_dir, device="cpu", data_root=tmp_path / "no-data", progress=False)
+    assert not run_dir.exists(), "no run folder is left behind"
+
+
 def test_resuming_from_another_configurations_checkpoint_fails(tmp_path, monkeypatch):
     train(tiny(epochs=1), tmp_path)
     monkeypatch.setattr(kd_train._FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
