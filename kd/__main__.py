@@ -89,7 +89,7 @@ def _teacher(args) -> int:
         return 0
     rows, history = {}, []
     trained = P.teachers([args.name], progress=None)  # the seeds in parallel on a multi-worker profile
-    for seed in P.seeds:
+    for seed in P.teacher_seeds():
         run = trained[(args.name, seed)]
         rows[f"seed{seed}"] = {k: run.summary[k] for k in ("top1", "best_top1", "nll", "ece", "train_time_s")}
         history += run.history.assign(seed=seed).to_dict("records")
@@ -129,6 +129,7 @@ def _report(args) -> int:
 
 
 def main(argv=None) -> int:
+    from kd import data as kd_data
     from kd.train import SCHEDULES
 
     parser = argparse.ArgumentParser(prog="python -m kd", description=__doc__,
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
 
     t = sub.add_parser("train", help="train one model (optionally distilled from a finished teacher run)")
     t.add_argument("--model", default="resnet8", help="a name from kd.models.available()")
-    t.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "cifar10", "cifar100", "digits"])
+    t.add_argument("--dataset", default="fashion_mnist", choices=kd_data.DATASETS)
     t.add_argument("--method", default="ce", help="a name from kd.methods.available()")
     t.add_argument("--method-args", default="{}", help='JSON, e.g. \'{"temperature": 4}\'')
     t.add_argument("--teacher-run", help="folder of a finished teacher run (for methods with a teacher)")
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
 
     d = sub.add_parser("data", help="check (and on a networked machine fetch) the profile's dataset, "
                                     "or the one named")
-    d.add_argument("dataset", nargs="?", choices=["fashion_mnist", "cifar10", "cifar100", "digits"],
+    d.add_argument("dataset", nargs="?", choices=kd_data.DATASETS,
                    help="fetch this dataset instead of the profile's")
     d.add_argument("--root", help="data folder (default: data/ and, for Fashion-MNIST, system paths)")
     d.add_argument("--profile", default=None)

@@ -18,19 +18,46 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "digits")
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
-# Normalisation constants. CIFAR-100's are the KD literature's (shared/papers.md);
-# the others are the training-set statistics of each dataset.
-STATS = {
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
-    "digits": ((0.3050,), (0.3756,)),
+# Fashion-MNIST's classes, in label order, and a coarse grouping of them by kind of item
+# (tops 0, 2, 4, 6; footwear 5, 7, 9; trousers, dress and bag alone): the known similarity
+# structure that `class_similarity("fashion_mnist")` exposes.
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                   "Bag", "Ankle boot")
+FASHION_GROUPS = ((0, 2, 4, 6), (5, 7, 9), (1,), (3,), (8,))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The facts every part of kd needs about a dataset, in one table (`INFO`)."""
+
+    title: str          # for tables and figures
+    num_classes: int
+    channels: int
+    mean: tuple         # normalisation per channel; CIFAR-100's are the KD literature's
+    std: tuple          # (shared/papers.md), the others the training-set statistics
+
+
+INFO = {
+    "fashion_mnist": DatasetInfo("Fashion-MNIST", 10, 1, (0.2860,), (0.3530,)),
+    "fashion_pairs": DatasetInfo("Fashion-MNIST pairs", 100, 2, (0.2860, 0.2860), (0.3530, 0.3530)),
+    "cifar10": DatasetInfo("CIFAR-10", 10, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": DatasetInfo("CIFAR-100", 100, 3, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    "digits": DatasetInfo("digits", 10, 1, (0.3050,), (0.3756,)),
 }
-NUM_CLASSES = {"fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "digits": 10}
+DATASETS = tuple(INFO)
+# the testbed's fixed pairing (kd.data.fashion_pairs): pairs per split of Fashion-MNIST
+PAIRS_SEED = 20190101
+PAIRS_PER_SPLIT = {"train": 60000, "test": 10000}
+
+
+def info(name: str) -> DatasetInfo:
+    """The facts of dataset `name`; an unknown name is an error that lists the known ones."""
+    if name not in INFO:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return INFO[name]
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -67,18 +94,17 @@ def load(name: str, root: str | os.PathLike | None = None, *, train_subset: int 
     out that part of the training set (class-balanced) and evaluates on it instead of the
     test set: use it for tuning, and the test set for reporting.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    facts = info(name)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     for label, n in (("train_subset", train_subset), ("eval_subset", eval_subset)):
         if n is not None and n < 1:
             raise ValueError(f"{label} must be a positive number of samples or None, got {n}")
-    reader = {"fashion_mnist": _read_fashion_mnist, "cifar10": _read_cifar,
-              "cifar100": _read_cifar, "digits": _read_digits}[name]
+    reader = {"fashion_mnist": _read_fashion_mnist, "fashion_pairs": _read_fashion_pairs,
+              "cifar10": _read_cifar, "cifar100": _read_cifar, "digits": _read_digits}[name]
     (x_tr, y_tr), (x_te, y_te) = reader(name, root, download)
     # the dataset's class count, not the largest label seen: a small file may miss classes
-    num_classes = NUM_CLASSES[name]
+    num_classes = facts.num_classes
     for split, labels in (("train", y_tr), ("test", y_te)):
         if len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
             raise ValueError(f"{name} {split} labels must be in [0, {num_classes}), got "
@@ -98,9 +124,8 @@ def load(name: str, root: str | os.PathLike | None = None, *, train_subset: int 
     if eval_subset is not None and eval_subset < len(y_te):
         idx = balanced_subset(y_te, eval_subset, gen)
         x_te, y_te = x_te[idx], y_te[idx]
-    mean, std = STATS[name]
     return Dataset(name, x_tr.contiguous(), y_tr, x_te.contiguous(), y_te, eval_split,
-                   num_classes, mean, std)
+                   num_classes, facts.mean, facts.std)
 
 
 def balanced_subset(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -157,6 +182,54 @@ def _read_fashion_mnist(name, root, download):
         splits.append((torch.from_numpy(images.copy()).unsqueeze(1),
                        torch.from_numpy(labels.astype(np.int64))))
     return splits
+
+
+def _read_fashion_pairs(name, root, download):
+    """The testbed: Fashion-MNIST pairs (see `fashion_pairs`), from the Fashion-MNIST files."""
+    return [fashion_pairs(x, y, PAIRS_PER_SPLIT[split], seed=PAIRS_SEED + i)
+            for i, (split, (x, y)) in enumerate(zip(("train", "test"), _read_fashion_mnist("fashion_mnist", root,
+                                                                                              download)))]
+
+
+def fashion_pairs(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n two-item images from one Fashion-MNIST split: channel 0 holds an item of class a,
+    channel 1 an item of class b, the label is 10 a + b (100 classes). The class pairs
+    (a, b) cycle through all 100 in a seeded order, so every class has n / 100 samples (up to
+    one); the items are drawn at random from their class, with a fixed seed, so the pairing
+    is the same on every machine. Classes sharing an item are similar (`class_similarity`).
+    Both channels side by side would not work: global average pooling forgets which is left."""
+    gen = torch.Generator().manual_seed(seed)
+    pair_class = torch.randperm(100, generator=gen).repeat(-(-n // 100))[:n]
+    pair_class = pair_class[torch.randperm(n, generator=gen)]
+    items = []
+    for item_class in (pair_class // 10, pair_class % 10):
+        members = [torch.nonzero(labels == c).flatten() for c in range(10)]
+        count = torch.tensor([len(m) for m in members])
+        draw = (torch.rand(n, generator=gen) * count[item_class]).long()
+        start = torch.cumsum(count, 0) - count
+        items.append(torch.cat(members)[start[item_class] + draw])
+    x = torch.cat([images[items[0]], images[items[1]]], 1)  # [n, 2, 28, 28]
+    return x.contiguous(), pair_class.long()
+
+
+def class_similarity(name: str) -> torch.Tensor | None:
+    """The known C x C similarity between classes (1 on the diagonal), or None if the dataset
+    has none: Fashion-MNIST pairs, the fraction of items two classes share (10 a + b and
+    10 a' + b': ([a = a'] + [b = b']) / 2); Fashion-MNIST, 1 within a group of FASHION_GROUPS
+    (tops, footwear) and 0 across. A teacher's non-target probability that follows it is
+    structure the data has (`kd.metrics.similarity_mass`)."""
+    info(name)
+    if name == "fashion_pairs":
+        c = torch.arange(100)
+        a, b = c // 10, c % 10
+        return ((a[:, None] == a[None]).double() + (b[:, None] == b[None]).double()) / 2
+    if name == "fashion_mnist":
+        s = torch.zeros(10, 10, dtype=torch.float64)
+        for group in FASHION_GROUPS:
+            idx = torch.tensor(group)
+            s[idx[:, None], idx[None]] = 1.0
+        return s
+    return None
 
 
 CIFAR_LAYOUT = {  # folder, train files, test file, label key

@@ -97,3 +97,22 @@ def reliability(logits: torch.Tensor, target: torch.Tensor, n_bins: int = 15):
     mean_conf = torch.bincount(bins, conf, minlength=n_bins) / count.clamp(min=1)
     mean_acc = torch.bincount(bins, correct, minlength=n_bins) / count.clamp(min=1)
     return mean_conf, mean_acc, count
+
+
+def similarity_mass(logits: torch.Tensor, target: torch.Tensor, similarity: torch.Tensor,
+                    temperature: float = 1.0) -> tuple[float, float]:
+    """How much of a model's non-target probability follows a known class similarity.
+
+    With p = softmax(logits / T) and S the C x C similarity (kd.data.class_similarity), the
+    share of the non-target mass on classes similar to the target, sum_{j != t} p_j S_tj /
+    sum_{j != t} p_j, averaged over samples; and the same share for a uniform spread over the
+    non-target classes (the value a model that ignores the structure would get).
+    """
+    p = F.softmax(logits.double() / temperature, 1)
+    s = similarity.to(p).clone()
+    s.fill_diagonal_(0.0)
+    rows = s[target.long()]                          # S_tj, with S_tt = 0
+    non_target = 1 - p.gather(1, target.long().view(-1, 1)).squeeze(1)
+    share = (p * rows).sum(1) / non_target.clamp_min(1e-300)
+    uniform = rows.sum(1) / (p.shape[1] - 1)
+    return share.mean().item(), uniform.mean().item()

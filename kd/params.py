@@ -21,8 +21,7 @@ from kd import runs as kd_runs
 from kd.runs import ROOT
 from kd.train import TrainConfig
 
-PROFILES = ("quick", "full", "paper")
-_DATA_KEYS = ("dataset", "train_subset", "eval_subset", "val_fraction")
+PROFILES = ("quick", "cpu", "full", "paper")
 
 
 def params_path() -> Path:
@@ -36,15 +35,16 @@ def load_params(path=None) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def resolve(value, profile: str):
+def resolve(value, profile: str, inherits: str | None = None):
     """Pick the profile's entry out of {quick: .., full: .., paper: ..} values, recursively;
-    a profile without an entry gets None (e.g. `train: {paper: {...}}` overrides only `paper`)."""
+    a profile without an entry takes the `inherits` profile's, else None (e.g.
+    `train: {paper: {...}}` overrides only `paper`)."""
     if isinstance(value, dict):
         if value and set(value) <= set(PROFILES):
-            return resolve(value.get(profile), profile)
-        return {k: resolve(v, profile) for k, v in value.items()}
+            return resolve(value.get(profile, value.get(inherits)), profile, inherits)
+        return {k: resolve(v, profile, inherits) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve(v, profile) for v in value]
+        return [resolve(v, profile, inherits) for v in value]
     return value
 
 
@@ -62,6 +62,14 @@ class Profile:
         self.seeds: list[int] = list(self.settings["seeds"])
         self.device: str = self.settings.get("device", "cpu")
         self.workers: int = int(self.settings.get("workers", 1))
+        # a smoke-test profile: its verdicts are `not tested` (kd.report.Report)
+        self.smoke: bool = bool(self.settings.get("smoke", False))
+        # one teacher (this seed) for the students of every seed, or None: a teacher per seed
+        self.teacher_seed: int | None = self.settings.get("teacher_seed")
+        # evaluate students every this many epochs (and at the last); it changes no final number
+        self.eval_every: int = int(self.settings.get("eval_every", 1))
+        # designs (pairs, sweeps, models) written per profile fall back to this profile's
+        self.inherits: str | None = self.settings.get("inherits")
         if self.device == "cuda":
             import torch
 
@@ -92,7 +100,7 @@ class Profile:
         (this is how a notebook's papermill parameters win over params.yaml)."""
         if paper not in self.params:
             raise KeyError(f"params.yaml has no section {paper!r}")
-        sec = resolve(self.params[paper], self.name)
+        sec = resolve(self.params[paper], self.name, self.inherits)
         sec.update({k: v for k, v in overrides.items() if v is not None})
         return sec
 
@@ -103,7 +111,7 @@ class Profile:
         settings = dict(self.settings["data"])
         settings.update(self.settings["train"])
         if paper is not None:
-            settings.update(resolve(self.params.get(paper, {}).get("train", {}), self.name) or {})
+            settings.update(resolve(self.params.get(paper, {}).get("train", {}), self.name, self.inherits) or {})
         settings.update(train)
         return TrainConfig(model=model, method=method, method_args=dict(method_args or {}),
                            teacher=teacher, seed=seed, **settings)
@@ -111,7 +119,14 @@ class Profile:
     def teacher_names(self) -> list[str]:
         return [n for n, r in self.params.get("teachers", {}).items() if self.name in r.get("profiles", PROFILES)]
 
+    def teacher_seeds(self) -> list[int]:
+        """The seeds teachers are trained with: the profile's `teacher_seed`, or every seed."""
+        return [self.teacher_seed] if self.teacher_seed is not None else list(self.seeds)
+
     def teacher_config(self, name: str, seed: int = 0) -> TrainConfig:
+        """The teacher `name` for the student of `seed` (with `teacher_seed` set, the one teacher)."""
+        if self.teacher_seed is not None:
+            seed = self.teacher_seed
         recipes = self.params.get("teachers", {})
         if name not in recipes:
             raise KeyError(f"teacher {name!r} is not in params.yaml's `teachers`; add it there "
@@ -126,12 +141,12 @@ class Profile:
         """The trained teacher `name` (trained now into its teachers-stage folder if missing)."""
         cfg = self.teacher_config(name, seed)
         return kd_runs.run(cfg, root=self.teacher_root(name), device=self.device, progress=progress,
-                           lookup=self._lookup())
+                           lookup=self._lookup(), eval_every=self.eval_every)
 
     def teachers(self, names, progress: bool | None = False) -> dict[tuple[str, int], kd_runs.Run]:
         """{(name, seed): Run} for every name and seed of the profile; missing teachers train
         `workers` at a time in separate processes (fills a GPU), else one after another."""
-        keys = [(n, s) for n in dict.fromkeys(names) for s in self.seeds]
+        keys = [(n, s) for n in dict.fromkeys(names) for s in self.teacher_seeds()]
         todo = [(n, s) for n, s in keys
                 if kd_runs.find(self.teacher_config(n, s), [self.teacher_root(n)]) is None]
         if self.workers > 1 and len(todo) > 1:
@@ -144,7 +159,8 @@ class Profile:
     def run_all(self, configs: list[TrainConfig], paper: str, progress: bool | None = False) -> list[kd_runs.Run]:
         """Train (or fetch from the cache) every configuration, in parallel on a GPU profile."""
         return kd_runs.run_many(configs, root=self.runs_root / paper, device=self.device,
-                                workers=self.workers, progress=progress, lookup=self._lookup())
+                                workers=self.workers, progress=progress, lookup=self._lookup(),
+                                eval_every=self.eval_every)
 
 
 def _train_teacher(args) -> None:

@@ -1,11 +1,17 @@
 """Tables, verdicts and result files of the paper notebooks and of the report stage.
 
-A notebook collects its runs, compares them with `compare` (which gives the verdict for
-a claim from the seeds' numbers, never by hand), and writes through a `Report`:
+A notebook collects its runs, tests each claim with kd.stats (`compare` for paired seeds,
+`trend`, `check`; re-exported here), never by hand, and writes through a `Report`:
 
     rep = Report("dkd", P)                      # results/<profile>/dkd/
     rep.claim("dkd_beats_kd", "DKD beats KD", compare(dkd_top1, kd_top1), paper="76.32 vs 73.33")
     rep.table("pairs", df); rep.savefig(fig, "beta_sweep"); rep.write()
+
+On writing, a Report corrects its claims' p-values with Holm's method, and marks every
+verdict `not tested` on a smoke-test profile (params.yaml `smoke: true`), and every
+statistical verdict `not tested` ("regime invalid") when the profile's positive control
+(results/<profile>/testbed/metrics.json, claim `positive_control`) is missing or was not
+reproduced: a regime in which KD does not beat CE cannot test finer claims.
 
 Files: metrics.json (numbers for `dvc metrics show`, the claims and their verdicts),
 table.md (our mean +- std beside the paper's numbers, and the verdicts), figures/*.png.
@@ -23,9 +29,10 @@ import yaml
 
 from kd.io import atomic_write_text
 from kd.params import ROOT
+from kd.stats import VERDICTS, adjusted_verdict, check, compare, holm, trend  # noqa: F401  (the notebooks' API)
 
 PAPER_RESULTS = ROOT / "data" / "paper_results.yaml"
-VERDICTS = ("reproduced", "partly", "not reproduced")
+CONTROL_PAPER, CONTROL_KEY = "testbed", "positive_control"
 STUDENT_COLUMNS = {"top1": "top-1 (last)", "best_top1": "top-1 (best)", "nll": "NLL", "ece": "ECE",
                    "agreement": "agreement", "kl_teacher": "KL(t||s)"}
 
@@ -52,58 +59,6 @@ def fmt(values, digits: int = 2) -> str:
     if n == 1:
         return f"{m:.{digits}f} (1 seed)"
     return f"{m:.{digits}f} ± {s:.{digits}f}"
-
-
-def compare(a, b, higher_is_better: bool = True, margin: float = 0.0, alpha: float = 0.05) -> dict:
-    """Verdict for the claim "a is better than b (by more than `margin`)" from per-seed values.
-
-    reproduced: the mean difference has the claimed sign and a one-sided Welch t-test gives
-    p < alpha (needs >= 2 seeds on each side); partly: the sign is right but the test is not
-    significant or there are too few seeds; not reproduced: the sign is wrong.
-    """
-    from scipy import stats
-
-    a = np.asarray(a, float)
-    b = np.asarray(b, float)
-    sign = 1.0 if higher_is_better else -1.0
-    diff = float(sign * (a.mean() - b.mean()))
-    p = math.nan
-    if len(a) >= 2 and len(b) >= 2 and (a.std() > 0 or b.std() > 0):
-        # Welch's test with one constant side is the one-sample test of the other side
-        if a.std() == 0:
-            p = float(stats.ttest_1samp(sign * b, sign * a[0], alternative="less").pvalue)
-        elif b.std() == 0:
-            p = float(stats.ttest_1samp(sign * a, sign * b[0], alternative="greater").pvalue)
-        else:
-            p = float(stats.ttest_ind(sign * a, sign * b, equal_var=False, alternative="greater").pvalue)
-    if diff <= margin:
-        verdict = "not reproduced"
-    elif not math.isnan(p) and p < alpha:
-        verdict = "reproduced"
-    else:
-        verdict = "partly"
-    evidence = f"difference {diff:+.2f} (n={len(a)} vs {len(b)}"
-    evidence += f", Welch one-sided p={p:.3f})" if not math.isnan(p) else ", too few seeds for a test)"
-    return {"verdict": verdict, "difference": diff, "p_value": p, "n": [len(a), len(b)], "evidence": evidence}
-
-
-def trend(x, y, increasing: bool = True) -> dict:
-    """Verdict for "y increases (or decreases) with x": Spearman correlation over all points."""
-    from scipy import stats
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    defined = len(x) > 2 and np.ptp(x) > 0 and np.ptp(y) > 0  # no ranking of a constant
-    rho, p = stats.spearmanr(x, y) if defined else (math.nan, math.nan)
-    rho = float(rho) * (1 if increasing else -1)
-    if math.isnan(rho) or rho <= 0:
-        verdict = "not reproduced"
-    elif p / 2 < 0.05:
-        verdict = "reproduced"
-    else:
-        verdict = "partly"
-    return {"verdict": verdict, "difference": rho, "p_value": float(p) if not math.isnan(p) else math.nan,
-            "n": [len(x)], "evidence": f"Spearman rho {rho:+.2f} over {len(x)} points (p={p:.3f})" if defined else
-            f"no Spearman rho: {len(x)} points" + (", a constant series" if len(x) > 2 else "")}
 
 
 def summaries(runs) -> pd.DataFrame:
@@ -148,7 +103,8 @@ class Report:
         self.notes: list[str] = []
 
     def claim(self, key: str, text: str, result: dict, paper: str = "", ours: str = "") -> dict:
-        """Record the verdict of a claim; `result` comes from `compare` or `trend`."""
+        """Record a claim; `result` comes from kd.stats (`compare`, `trend` or `check`).
+        `paper` is the paper's number or statement (data/paper_results.yaml), `ours` ours."""
         if result["verdict"] not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {result['verdict']!r}")
         entry = {"key": key, "claim": text, "paper": paper, "ours": ours, **result}
@@ -180,20 +136,67 @@ class Report:
         plt.close(fig)
         return path
 
+    def regime(self) -> tuple[bool, str]:
+        """(valid, why): may this profile's statistical verdicts be trusted? Not on a smoke-test
+        profile; not where the positive control (the testbed's KD beats CE) failed or is missing."""
+        if getattr(self.profile, "smoke", False):
+            return False, f"smoke-test profile `{self.profile.name}`: runs too small to test any claim"
+        if self.paper == CONTROL_PAPER:
+            return True, ""
+        path = self.profile.results_dir(CONTROL_PAPER) / "metrics.json"
+        if not path.exists():
+            return False, f"regime invalid: no positive control on profile `{self.profile.name}` (run the testbed stage)"
+        control = {c["key"]: c for c in json.loads(path.read_text()).get("claims", [])}.get(CONTROL_KEY)
+        if control is None or control["verdict"] != "reproduced":
+            got = control["verdict"] if control else "missing"
+            return False, f"regime invalid: the positive control (KD beats CE) is {got} on `{self.profile.name}`"
+        return True, ""
+
+    def regime_text(self) -> str:
+        """One line for a notebook: did this profile's positive control hold?"""
+        valid, why = self.regime()
+        return (f"profile `{self.profile.name}`: the positive control (testbed: KD beats CE) was reproduced; "
+                "verdicts below are tested" if valid else f"Verdicts are `not tested`: {why}.")
+
+    def finalise(self) -> list[dict]:
+        """Holm's correction over this paper's tested claims, then the regime's gate (see the
+        module doc). Returns the claims as written; the raw verdicts are kept as `verdict_raw`."""
+        valid, why = self.regime()
+        p_holm = holm([c.get("p") if c["verdict"] != "not tested" else None for c in self.claims])
+        out = []
+        for c, p_adj in zip(self.claims, p_holm):
+            c = dict(c, verdict_raw=c["verdict"], p_holm=p_adj if c["verdict"] != "not tested" else None)
+            c["verdict"] = adjusted_verdict(c, c["p_holm"])
+            c.setdefault("reason", "")
+            if c["verdict_raw"] == "not tested":
+                c["reason"] = c["reason"] or "too few seeds or levels (see evidence)"
+            elif not valid and (why.startswith("smoke") or c.get("claim_kind") != "check"):
+                c["verdict"], c["reason"] = "not tested", why
+            out.append(c)
+        return out
+
     def claims_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{"claim": c["claim"], "paper": c["paper"], "ours": c["ours"],
-                              "verdict": c["verdict"], "evidence": c["evidence"]} for c in self.claims])
+                              "verdict": c["verdict"], "evidence": c["evidence"] +
+                              (f"; Holm p={c['p_holm']:.3g}" if c.get("p_holm") is not None else "") +
+                              (f"; {c['reason']}" if c.get("reason") and c["verdict_raw"] != "not tested" else "")}
+                             for c in self.finalise()])
 
     def write(self) -> None:
+        claims = self.finalise()
         metrics = {"paper": self.paper, "profile": self.profile.name, "seeds": self.profile.seeds,
-                   "accuracy": "last epoch, test split", "numbers": self.numbers,
-                   "verdicts": {c["key"]: c["verdict"] for c in self.claims},
-                   "claims": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in c.items()}
-                              for c in self.claims]}
+                   "accuracy": "last epoch, test split", "regime": dict(zip(("valid", "why"), self.regime())),
+                   "numbers": self.numbers,
+                   "verdicts": {c["key"]: c["verdict"] for c in claims},
+                   "claims": [_jsonable(c) for c in claims]}
         atomic_write_text(self.dir / "metrics.json", json.dumps(metrics, indent=2))
         lines = [f"# {self.paper}: profile `{self.profile.name}`", "",
                  f"Seeds: {self.profile.seeds}. Accuracy: last epoch on the test split (mean ± std over "
-                 "seeds); 'best' columns are the best epoch. Paper numbers: data/paper_results.yaml.", ""]
+                 "seeds); 'best' columns are the best epoch. Paper numbers: data/paper_results.yaml. "
+                 "Verdicts: kd.stats (paired seeds, 95% CI, Holm's correction across this paper's claims).", ""]
+        valid, why = self.regime()
+        if not valid:
+            lines += [f"**Verdicts not tested here: {why}.**", ""]
         if self.claims:
             lines += ["## Verdicts", "", self.claims_frame().to_markdown(index=False), ""]
         for title, df in self.tables:
@@ -201,6 +204,19 @@ class Report:
         if self.notes:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         atomic_write_text(self.dir / "table.md", "\n".join(lines))
+
+
+def _jsonable(value):
+    """NaN -> None, numpy scalars -> Python numbers, recursively (metrics.json is strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def build_report(profile_name: str, results_root: Path | None = None) -> Path:
@@ -219,12 +235,15 @@ def build_report(profile_name: str, results_root: Path | None = None) -> Path:
         m = json.loads(path.read_text())
         for c in m.get("claims", []):
             rows.append({"paper": m["paper"], "claim": c["claim"], "paper's number": c.get("paper", ""),
-                         "ours": c.get("ours", ""), "verdict": c["verdict"]})
-    df = pd.DataFrame(rows, columns=["paper", "claim", "paper's number", "ours", "verdict"])
+                         "ours": c.get("ours", ""), "evidence": c.get("evidence", "") + (
+                             f"; Holm p={c['p_holm']:.3g}" if c.get("p_holm") is not None else ""),
+                         "verdict": c["verdict"] + (f" ({c['reason']})" if c.get("reason") else "")})
+    df = pd.DataFrame(rows, columns=["paper", "claim", "paper's number", "ours", "evidence", "verdict"])
     fig, ax = plt.subplots(figsize=(7, 0.4 * max(len(df["paper"].unique()), 1) + 1.5))
     if len(df):
-        counts = pd.crosstab(df["paper"], df["verdict"]).reindex(columns=list(VERDICTS), fill_value=0)
-        counts.plot.barh(stacked=True, ax=ax, color=["#2a9d8f", "#e9c46a", "#e76f51"])
+        counts = pd.crosstab(df["paper"], df["verdict"].str.split(" [(]").str[0]).reindex(
+            columns=list(VERDICTS), fill_value=0)
+        counts.plot.barh(stacked=True, ax=ax, color=["#2a9d8f", "#e9c46a", "#e76f51", "#bbbbbb"])
     ax.set_xlabel("claims")
     ax.set_title(f"Verdicts per paper, profile {profile_name}")
     fig_path = base / "summary.png"
@@ -235,9 +254,9 @@ def build_report(profile_name: str, results_root: Path | None = None) -> Path:
     plt.close(fig)
     text = [f"# Results: profile `{profile_name}`", "",
             "Every row is a claim of a paper, its number as reported (data/paper_results.yaml), ours "
-            "(last-epoch test top-1 or the metric named, mean ± std over seeds) and the verdict computed "
-            "from the seeds (kd.report.compare). Each paper's details: `<paper>/table.md` and the "
-            "executed notebook.", "", df.to_markdown(index=False) if len(df) else "(no paper results yet)",
+            "(last-epoch test top-1 or the metric named, mean ± std over seeds), the test's evidence "
+            "(difference, 95% CI, n, test, p before and after Holm's correction) and the verdict "
+            "(kd.stats). Each paper's details: `<paper>/table.md` and the executed notebook.", "", df.to_markdown(index=False) if len(df) else "(no paper results yet)",
             "", "![verdicts](summary.png)", ""]
     out = base / "README.md"
     atomic_write_text(out, "\n".join(text))

@@ -121,16 +121,17 @@ def dependency_levels(configs: list[TrainConfig]) -> list[list[TrainConfig]]:
 
 
 def _run_one(args):
-    cfg_dict, root, device, lookup = args
+    cfg_dict, root, device, lookup, fit_options = args
     torch.set_num_threads(1)
-    run(TrainConfig.from_dict(cfg_dict), root=root, device=device, progress=False, lookup=lookup)
+    run(TrainConfig.from_dict(cfg_dict), root=root, device=device, progress=False, lookup=lookup, **fit_options)
     return cfg_dict
 
 
 def run_many(configs: list[TrainConfig], *, root=None, device=None, workers: int = 1,
-             progress: bool | None = None, lookup=()) -> list[Run]:
+             progress: bool | None = None, lookup=(), **fit_options) -> list[Run]:
     """Run many configurations, teachers first; `workers` > 1 trains that many at once in
-    separate processes (fills a GPU with small CIFAR models). Returns the Runs in order."""
+    separate processes (one thread each on a CPU; fills a GPU with small CIFAR models).
+    `fit_options` go to `fit` (e.g. eval_every). Returns the Runs in order."""
     root = Path(root) if root is not None else runs_root()
     roots = [root, *lookup]
     for cfg in configs:
@@ -139,13 +140,13 @@ def run_many(configs: list[TrainConfig], *, root=None, device=None, workers: int
         todo = [c for c in level if find(c, roots) is None]
         if workers <= 1 or len(todo) <= 1:
             for cfg in todo:
-                run(cfg, root=root, device=device, progress=progress, lookup=lookup)
+                run(cfg, root=root, device=device, progress=progress, lookup=lookup, **fit_options)
             continue
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         with ctx.Pool(min(workers, len(todo))) as pool:
-            jobs = [(c.to_dict(), str(root), device, [str(p) for p in lookup]) for c in todo]
+            jobs = [(c.to_dict(), str(root), device, [str(p) for p in lookup], fit_options) for c in todo]
             for _ in pool.imap_unordered(_run_one, jobs):
                 pass
     return [find(c, roots) for c in configs]

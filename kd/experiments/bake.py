@@ -24,7 +24,6 @@ from kd import losses
 from kd.train import TrainConfig
 
 PAPER = "bake"
-DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
 CLASS_NAMES = {"fashion_mnist": ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
                                  "bag", "boot"]}
 
@@ -34,7 +33,7 @@ def scale_label(cfg: TrainConfig, P) -> str:
     """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
     n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
     k = len(P.seeds)
-    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
             f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 
@@ -128,8 +127,7 @@ def sweep_frame(groups: dict, key: str, keys=("top1", "nll", "ece")) -> pd.DataF
 
 # ---------------------------------------------------------------- cost (claim 3)
 def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
-    return kd_data.load(cfg.dataset, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
-                        val_fraction=cfg.val_fraction, seed=cfg.seed)
+    return cfg.load_data()
 
 
 def time_steps(P, sec: dict, cfg: TrainConfig, steps: int, rounds: int) -> dict:

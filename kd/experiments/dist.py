@@ -16,17 +16,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from kd import data as kd_data
 from kd.train import TrainConfig
 
-
-DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
 
 
 def scale_label(cfg: TrainConfig, P) -> str:
     """'ours: Fashion-MNIST 1000 images, 5 epochs, 1 seed' for tables and figures."""
     n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
     k = len(P.seeds)
-    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
             f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 

@@ -25,14 +25,12 @@ from kd.train import TrainConfig
 
 
 # ---------------------------------------------------------------- the design
-DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
-
 
 def scale_label(cfg: TrainConfig, P) -> str:
     """'ours: Fashion-MNIST 1000 images, 5 epochs, 1 seed' for tables and figures."""
     n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
     k = len(P.seeds)
-    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
             f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 
@@ -129,8 +127,7 @@ def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
 # ---------------------------------------------------------------- analysis
 def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
     """The data split a configuration trains and evaluates on."""
-    return kd_data.load(cfg.dataset, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
-                        val_fraction=cfg.val_fraction, seed=cfg.seed)
+    return cfg.load_data()
 
 
 def train_logits(model: torch.nn.Module, ds: kd_data.Dataset, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:

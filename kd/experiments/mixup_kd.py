@@ -28,7 +28,6 @@ from kd.metrics import nll as nll_metric
 from kd.metrics import predict
 from kd.train import TrainConfig
 
-DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
 PAPER = "mixup_kd"
 KINDS = {"ce": "CE", "mixup": "mixup", "label_smoothing": "label smoothing"}
 MIXUPS = ("none", "full", "partial")
@@ -40,7 +39,7 @@ def scale_label(cfg: TrainConfig, P) -> str:
     """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
     n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
     k = len(P.seeds)
-    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
             f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 
@@ -115,8 +114,7 @@ def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
 
 # ---------------------------------------------------------------- smoothness measures
 def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
-    return kd_data.load(cfg.dataset, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
-                        val_fraction=cfg.val_fraction, seed=cfg.seed)
+    return cfg.load_data()
 
 
 def train_logits(model: torch.nn.Module, ds: kd_data.Dataset, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:

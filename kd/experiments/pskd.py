@@ -22,15 +22,13 @@ from kd import metrics as kd_metrics
 from kd.train import TrainConfig
 
 PAPER = "pskd"
-DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
-
 
 # ---------------------------------------------------------------- the design
 def scale_label(cfg: TrainConfig, P) -> str:
     """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
     n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
     k = len(P.seeds)
-    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
             f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 
@@ -162,8 +160,7 @@ def paper_table(results: dict) -> pd.DataFrame:
 # ---------------------------------------------------------------- hard-example mining (claim 3)
 def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
     """The data split a configuration trains and evaluates on."""
-    return kd_data.load(cfg.dataset, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
-                        val_fraction=cfg.val_fraction, seed=cfg.seed)
+    return cfg.load_data()
 
 
 def train_logits(model: torch.nn.Module, ds: kd_data.Dataset, n: int | None = None,

@@ -129,8 +129,7 @@ def ensemble_top1(logits_list: list[torch.Tensor], targets: torch.Tensor) -> flo
 def flatness_subset(cfg: TrainConfig, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed subset of `n` training images of the run's data (normalised, not augmented)
     and their labels; the same images for every model trained on that data."""
-    ds = kd_data.load(cfg.dataset, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
-                      val_fraction=cfg.val_fraction, seed=cfg.seed)
+    ds = cfg.load_data()
     idx = torch.randperm(len(ds.y_train), generator=torch.Generator().manual_seed(seed))[:n]
     mean = torch.tensor(ds.mean).view(1, -1, 1, 1)
     std = torch.tensor(ds.std).view(1, -1, 1, 1)
@@ -253,14 +252,12 @@ def flatness(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, norms, *,
 
 # ----------------------------------------------------------------------------- running and analysis
 
-DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
-
 
 def scale_label(cfg: TrainConfig, P) -> str:
     """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
     n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
     k = len(P.seeds)
-    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
             f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 

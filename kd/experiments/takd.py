@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from kd import data as kd_data
 from kd.train import TrainConfig
 
-DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
 # params.yaml family -> the entry of data/paper_results.yaml `takd.chains` it stands in for
 PAPER_CHAIN = {"plane": "plane", "resnet": "resnet_cifar100"}
 
@@ -31,7 +31,7 @@ def scale_label(cfg: TrainConfig, P) -> str:
     """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
     n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
     k = len(P.seeds)
-    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
             f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from kd import data as kd_data
 from kd.train import TrainConfig
 
-DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits"}
 PAPER = "zipf_ls"
 
 
@@ -38,7 +37,7 @@ def scale_label(cfg: TrainConfig, P) -> str:
     """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
     n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
     k = len(P.seeds)
-    return (f"ours: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {n}, {cfg.epochs} epochs, "
+    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
             f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 
@@ -180,8 +179,7 @@ def zipf_fits(named_logits: dict[str, tuple[torch.Tensor, torch.Tensor]], n_boot
 
 # ---------------------------------------------------------------- cost (claim 4)
 def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
-    return kd_data.load(cfg.dataset, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset,
-                        val_fraction=cfg.val_fraction, seed=cfg.seed)
+    return cfg.load_data()
 
 
 def time_steps(P, sec: dict, cfg: TrainConfig, steps: int, rounds: int, teacher=None) -> dict:
