@@ -45,7 +45,7 @@ from kd import train as kd_train  # noqa: E402
 
 RESULTS = REPO / "results" / "benchmarks"
 
-CIFAR100_MEAN, CIFAR100_STD = kd_data.STATS["cifar100"]
+CIFAR100_MEAN, CIFAR100_STD = kd_data.info("cifar100").mean, kd_data.info("cifar100").std
 
 # Dense (no sparsity) bf16 tensor-core peaks with fp32 accumulation, in TFLOP/s, from the
 # vendors' data sheets. Matched against torch.cuda.get_device_name() in this order (the

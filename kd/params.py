@@ -51,7 +51,8 @@ def resolve(value, profile: str, inherits: str | None = None):
 class Profile:
     """One profile of params.yaml, with helpers that turn paper sections into runs."""
 
-    def __init__(self, name: str | None = None, params: dict | None = None):
+    def __init__(self, name: str | None = None, params: dict | None = None, check_device: bool = True):
+        """check_device=False: read a GPU profile on a machine without one (nothing trains)."""
         self.params = copy.deepcopy(params) if params is not None else load_params()
         name = name or self.params.get("profile", "quick")
         if name not in self.params["profiles"]:
@@ -70,7 +71,7 @@ class Profile:
         self.eval_every: int = int(self.settings.get("eval_every", 1))
         # designs (pairs, sweeps, models) written per profile fall back to this profile's
         self.inherits: str | None = self.settings.get("inherits")
-        if self.device == "cuda":
+        if self.device == "cuda" and check_device:
             import torch
 
             if not torch.cuda.is_available():

@@ -137,22 +137,27 @@ def compare(a, b, *, claim: str = "better", higher_is_better: bool = True, margi
             "p_support": p_support, "p_contra": p_contra, "claim_kind": claim, "evidence": evidence}
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+def _standard_ranks(v: np.ndarray) -> np.ndarray | None:
+    """Average ranks (ties share their mean rank), centred and scaled to unit norm; None for a
+    constant series. Spearman's rho of x and y is the dot product of theirs."""
     from scipy import stats
 
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return 0.0
-    return float(stats.spearmanr(x, y)[0])
+    if np.ptp(v) == 0:
+        return None
+    r = stats.rankdata(v)
+    r = r - r.mean()
+    return r / np.linalg.norm(r)
 
 
-def _block_permutations(blocks: list[np.ndarray], limit: int, rng: np.random.Generator):
-    """All within-block orderings of y (exact) if there are at most `limit`, else `limit`
-    random ones; yields index arrays into the concatenated blocks. Second value: exact?"""
-    sizes = [len(b) for b in blocks]
-    total = math.prod(math.factorial(s) for s in sizes)
+def _block_permutations(blocks: list[np.ndarray], limit: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """Orderings of the points that permute within each block: all of them (exact) if there
+    are at most `limit`, else `limit` random ones. Returns (index array [k, n], exact)."""
+    total = math.prod(math.factorial(len(b)) for b in blocks)
     if total <= limit:
-        return (np.concatenate(c) for c in itertools.product(*[list(itertools.permutations(b)) for b in blocks])), True
-    return (np.concatenate([rng.permutation(b) for b in blocks]) for _ in range(limit)), False
+        per_block = [np.array(list(itertools.permutations(b))) for b in blocks]
+        combos = itertools.product(*[range(len(p)) for p in per_block])
+        return np.array([np.concatenate([p[i] for p, i in zip(per_block, c)]) for c in combos]), True
+    return np.array([np.concatenate([rng.permutation(b) for b in blocks]) for _ in range(limit)]), False
 
 
 def trend(x, y, seeds=None, *, increasing: bool = True, alpha: float = ALPHA, permutations: int = 20000) -> dict:
@@ -173,11 +178,14 @@ def trend(x, y, seeds=None, *, increasing: bool = True, alpha: float = ALPHA, pe
     blocks = [np.flatnonzero(seeds == s) for s in np.unique(seeds)]
     levels, per_level = np.unique(x, return_counts=True)
     sign = 1.0 if increasing else -1.0
-    rho = _spearman(x, y)
-    rng = np.random.default_rng(0)
-    perms, exact = _block_permutations(blocks, permutations, rng)
+    rx, ry = _standard_ranks(x), _standard_ranks(y)
     order = np.concatenate(blocks)
-    null = np.array([_spearman(x[order], y[p]) for p in perms])
+    perms, exact = _block_permutations(blocks, permutations, np.random.default_rng(0))
+    if rx is None or ry is None:  # a constant series has no order: every ordering ties
+        rho, null = 0.0, np.zeros(len(perms))
+    else:
+        rho = float(rx @ ry)
+        null = ry[perms] @ rx[order]
     observed = sign * rho
     ge = int(np.sum(sign * null >= observed - 1e-12))
     le = int(np.sum(sign * null <= observed + 1e-12))

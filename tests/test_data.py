@@ -101,7 +101,7 @@ def test_cifar10_from_pickle_files(tmp_path, no_system_data):
     assert ds.x_train[0, 1, 2, 3].item() == first[1024 + 2 * 32 + 3]  # green plane, row 2, column 3
     assert np.array_equal(ds.x_eval.numpy().reshape(30, -1), written["test_batch"][0])
     assert np.array_equal(ds.y_eval.numpy(), written["test_batch"][1])
-    assert ds.mean == data.STATS["cifar10"][0] and ds.std == data.STATS["cifar10"][1]
+    assert ds.mean == data.info("cifar10").mean and ds.std == data.info("cifar10").std
 
 
 def test_cifar100_from_pickle_files_uses_fine_labels(tmp_path, no_system_data):
@@ -155,6 +155,61 @@ def test_real_fashion_mnist_files():
     x = ds.x_train.float() / 255
     assert x.mean().item() == pytest.approx(ds.mean[0], abs=1e-3)
     assert x.std().item() == pytest.approx(ds.std[0], abs=1e-3)
+
+
+def test_fashion_pairs_hold_two_items_and_a_label_that_names_both(tmp_path, no_system_data):
+    written = write_fashion(tmp_path / "fashion-mnist", n_train=200, n_test=100)
+    ds = data.load("fashion_pairs", tmp_path)
+    assert ds.num_classes == 100 and ds.in_channels == 2 and ds.x_train.shape[1:] == (2, 28, 28)
+    assert len(ds.y_train) == data.PAIRS_PER_SPLIT["train"] and len(ds.y_eval) == data.PAIRS_PER_SPLIT["test"]
+    assert torch.bincount(ds.y_train, minlength=100).tolist() == [600] * 100, "every class equally often"
+    for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_eval, ds.y_eval)):
+        images, labels = written[split]
+        # each channel is an item of its split (never of the other), of the class the label names
+        lookup = {im.tobytes(): int(lb) for im, lb in zip(images, labels)}
+        for i in range(0, len(y), 997):
+            a, b = lookup[x[i, 0].numpy().tobytes()], lookup[x[i, 1].numpy().tobytes()]
+            assert int(y[i]) == 10 * a + b
+    again = data.load("fashion_pairs", tmp_path)
+    assert torch.equal(again.x_train, ds.x_train) and torch.equal(again.y_eval, ds.y_eval), "a fixed pairing"
+    sub = data.load("fashion_pairs", tmp_path, train_subset=300, seed=1)
+    assert torch.bincount(sub.y_train, minlength=100).tolist() == [3] * 100
+
+
+def test_class_similarity():
+    pairs = data.class_similarity("fashion_pairs")
+    assert pairs.shape == (100, 100) and torch.equal(pairs, pairs.T) and (pairs.diagonal() == 1).all()
+    assert pairs[23, 27] == 0.5 and pairs[23, 73] == 0.5 and pairs[23, 32] == 0 and pairs[23, 45] == 0
+    assert int((pairs[0] == 0.5).sum()) == 18
+    fm = data.class_similarity("fashion_mnist")
+    assert fm[0, 2] == 1 and fm[5, 9] == 1 and fm[0, 5] == 0 and fm[8, 8] == 1 and fm[8].sum() == 1
+    assert data.class_similarity("cifar100") is None
+    with pytest.raises(ValueError, match="unknown dataset 'nosuch'"):
+        data.class_similarity("nosuch")
+
+
+def test_one_table_of_dataset_facts():
+    for name in data.DATASETS:
+        facts = data.info(name)
+        assert len(facts.mean) == len(facts.std) == facts.channels
+    assert data.info("fashion_pairs").num_classes == 100
+    with pytest.raises(ValueError, match="choose one of"):
+        data.info("imagenet")
+
+
+def test_similarity_mass():
+    from kd.metrics import similarity_mass
+
+    sim = data.class_similarity("fashion_mnist")
+    target = torch.tensor([0, 5])
+    # all non-target mass on similar classes (a top for a top, a shoe for a shoe)
+    logits = torch.full((2, 10), -30.0)
+    logits[0, 0], logits[0, 2], logits[1, 5], logits[1, 7] = 5.0, 4.0, 5.0, 4.0
+    share, uniform = similarity_mass(logits, target, sim)
+    assert share == pytest.approx(1.0) and uniform == pytest.approx((3 / 9 + 2 / 9) / 2)
+    flat = torch.zeros(2, 10)
+    flat[0, 0], flat[1, 5] = 3.0, 3.0  # the non-target mass spread evenly
+    assert similarity_mass(flat, target, sim)[0] == pytest.approx(uniform)
 
 
 def test_digits_split_and_normalisation_statistics():

@@ -13,11 +13,12 @@ from kd.params import PROFILES, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-PAPERS = [k for k in PARAMS if k not in ("profile", "profiles", "teachers")]
+PAPERS = [k for k in PARAMS if k not in ("profile", "profiles", "teachers", "testbed")]
+STUDIES = PAPERS + ["testbed"]  # every notebook: the papers and the testbed
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 
 
-def test_profiles_are_the_three_documented_ones():
+def test_profiles_are_the_documented_ones():
     assert set(PARAMS["profiles"]) == set(PROFILES)
     assert PARAMS["profile"] == "quick", "the default (README main command) is the quick profile"
 
@@ -30,10 +31,17 @@ def test_every_paper_has_a_stage_a_notebook_and_an_experiment_module():
         module = importlib.import_module(f"kd.experiments.{paper}")
         assert callable(module.configs) and callable(module.teacher_names), paper
     report_deps = DVC["stages"]["report"]["deps"]
-    assert all(f"results/${{profile}}/{p}/metrics.json" in report_deps for p in PAPERS)
+    assert all(f"results/${{profile}}/{p}/metrics.json" in report_deps for p in STUDIES)
 
 
-@pytest.mark.parametrize("paper", PAPERS)
+def test_every_paper_stage_reads_the_positive_control():
+    assert "results/${profile}/testbed/metrics.json" in DVC["stages"]["paper"]["do"]["deps"]
+    testbed = DVC["stages"]["testbed"]
+    assert "notebooks/testbed.ipynb" in testbed["deps"] and "kd/experiments/testbed.py" in testbed["deps"]
+    assert any("results/${profile}/testbed/metrics.json" in m for m in testbed["metrics"])
+
+
+@pytest.mark.parametrize("paper", STUDIES)
 def test_notebook_has_parameters_cell_and_no_outputs(paper):
     nb = json.loads((ROOT / "notebooks" / f"{paper}.ipynb").read_text())
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -45,8 +53,8 @@ def test_notebook_has_parameters_cell_and_no_outputs(paper):
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_paper_section_resolves_for_every_profile(profile):
-    for paper in PAPERS:
-        resolve(PARAMS[paper], profile)
+    for paper in STUDIES:
+        resolve(PARAMS[paper], profile, PARAMS["profiles"][profile].get("inherits"))
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -54,12 +62,9 @@ def test_teachers_used_by_papers_are_trained_in_that_profile(profile):
     """Every teacher a paper asks for is in params.yaml and trained by the profile's teachers stage."""
     from kd import params as kd_params
 
-    P = kd_params.Profile.__new__(kd_params.Profile)  # skip __init__'s GPU check: no training here
-    P.params, P.name = PARAMS, profile
-    P.settings = PARAMS["profiles"][profile]
-    P.seeds, P.device, P.workers = list(P.settings["seeds"]), "cpu", 1
+    P = kd_params.Profile(profile, params=PARAMS, check_device=False)  # no training here
     trained = set(P.teacher_names())
-    for paper in PAPERS:
+    for paper in STUDIES:
         module = importlib.import_module(f"kd.experiments.{paper}")
         sec = P.section(paper)
         needed = set(module.teacher_names(P, sec))

@@ -164,6 +164,22 @@ def test_resolve_picks_the_profiles_value_recursively():
     assert resolve(value, "paper")["c"] == {"d": {}}
     assert resolve({"quick": 1, "paper": 3}, "full") is None, "a profile without an entry gets None"
     assert resolve(7, "paper") == 7
+    # a profile that inherits another's designs takes its entry where it has none of its own
+    assert resolve(value, "cpu", inherits="quick") == resolve(value, "quick")
+    assert resolve({"quick": 1, "cpu": 2}, "cpu", inherits="quick") == 2
+
+
+def test_cpu_profile_shares_one_teacher_and_one_data_subset_across_seeds():
+    P = Profile("cpu", params=PARAMS)
+    assert P.inherits == "quick" and P.teacher_seeds() == [P.teacher_seed] and len(P.seeds) >= 5
+    teachers = {P.teacher_config("resnet14", s).hash() for s in P.seeds}
+    assert len(teachers) == 1, "every seed's student distils from the one teacher"
+    students = [P.config("resnet8", seed=s) for s in P.seeds]
+    assert len({c.hash() for c in students}) == len(P.seeds), "seeds still differ"
+    subsets = {tuple(c.load_data().y_train[:50].tolist()) for c in students[:2]}
+    assert len(subsets) == 1, "one training subset (data_seed) for every seed"
+    assert P.section("dkd")["pairs"] == Profile("quick", params=PARAMS).section("dkd")["pairs"]
+    assert not P.smoke and Profile("quick", params=PARAMS).smoke
 
 
 # ----------------------------------------------------------------------------- Profile
@@ -255,8 +271,7 @@ def test_profile_trains_teachers_and_students_into_its_folders(tmp_path, monkeyp
 def test_every_papers_training_overrides_resolve_in_every_profile(paper, profile):
     """Profile.config(..., paper=p) must work in every profile: a paper's `train` written as
     {paper: {...}} alone has no value for quick and full."""
-    P = Profile.__new__(Profile)  # skip __init__'s GPU check: nothing trains here
-    P.params, P.name, P.settings = PARAMS, profile, PARAMS["profiles"][profile]
+    P = Profile(profile, params=PARAMS, check_device=False)  # nothing trains here
     cfg = P.config("resnet8", paper=paper)
     cfg.validate()
     assert cfg.dataset == PARAMS["profiles"][profile]["data"]["dataset"]

@@ -10,7 +10,8 @@ on one network (`model`) and one schedule, without a teacher:
 - claim 2: BAKE for each omega of `omegas` (at M) and each M of `same_class_sweep` (at omega);
   the default's run is shared.
 Claim 3 times training steps (`time_steps`); claim 4 looks inside one batch of the trained
-BAKE model (`batch_view`).
+BAKE model (`batch_view`), for every seed (`affinity_by_seed`). Comparisons pair runs by seed
+(`by_seed`, `sweep_by_seed`: {seed: value}).
 """
 from __future__ import annotations
 
@@ -125,6 +126,17 @@ def sweep_frame(groups: dict, key: str, keys=("top1", "nll", "ece")) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def by_seed(runs, key: str = "top1") -> dict[int, float]:
+    """{seed: metric} of a row's runs: the paired form kd.stats.compare aligns by seed."""
+    return {int(r.config.seed): float(r.summary[key]) for r in runs}
+
+
+def sweep_by_seed(frame: pd.DataFrame, col: str, value: float, key: str = "top1") -> dict[int, float]:
+    """{seed: metric} of one setting (`col` == value) of a `sweep_frame`."""
+    rows = frame[frame[col] == value]
+    return {int(s): float(v) for s, v in zip(rows["seed"], rows[key])}
+
+
 # ---------------------------------------------------------------- cost (claim 3)
 def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
     return cfg.load_data()
@@ -194,6 +206,18 @@ def same_class_weight(view: dict) -> tuple[np.ndarray, np.ndarray]:
     mass = (view["A"] * same).sum(1)
     share = same.sum(1) / (len(y) - 1)
     return mass.numpy(), share.numpy()
+
+
+def affinity_by_seed(runs, sec: dict, device="cpu") -> pd.DataFrame:
+    """One row per BAKE run (seed): over one training batch (`batch_view`), the mean affinity
+    mass on same-class samples and the mean share of same-class neighbours (what uniform
+    weights would give). Claim 4 pairs the two by seed."""
+    rows = []
+    for r in runs:
+        mass, share = same_class_weight(batch_view(r, sec, device))
+        rows.append({"seed": int(r.config.seed), "same-class mass": float(mass.mean()),
+                     "uniform share": float(share.mean()), "samples": len(mass)})
+    return pd.DataFrame(rows)
 
 
 def plot_batch_view(view: dict, samples: list[int], neighbours: int = 4):

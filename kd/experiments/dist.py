@@ -20,7 +20,6 @@ from kd import data as kd_data
 from kd.train import TrainConfig
 
 
-
 def scale_label(cfg: TrainConfig, P) -> str:
     """'ours: Fashion-MNIST 1000 images, 5 epochs, 1 seed' for tables and figures."""
     n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
@@ -108,7 +107,13 @@ def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
 
 def stronger_frame(P, sec: dict, stronger: dict) -> pd.DataFrame:
     """One row per (teacher, seed, method): the teacher's test top-1 and parameter count, and
-    the student's top-1, KL(t||s) and agreement with its teacher (test split, last epoch)."""
+    the student's top-1, KL(t||s) and agreement with its teacher (test split, last epoch).
+
+    `teacher_level` is the teacher's strength as a trend level (kd.stats.trend): its test
+    top-1 averaged over the seeds it was trained with, the same for every seed of a name.
+    With one teacher per name (`teacher_seed`) it is that teacher's top-1; with one teacher
+    per seed the per-seed accuracies would make every point its own level, and the trend
+    test needs every level observed on several seeds."""
     rows = []
     for name in sec["stronger_teachers"]:
         for method in ("KD", "DIST"):
@@ -118,12 +123,17 @@ def stronger_frame(P, sec: dict, stronger: dict) -> pd.DataFrame:
                 rows.append({"teacher": name, "seed": run.config.seed, "method": method,
                              "teacher_top1": t["top1"], "teacher_params": t["params"], "top1": s["top1"],
                              "kl_teacher": s["kl_teacher"], "agreement": s["agreement"]})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["teacher_level"] = df.groupby("teacher")["teacher_top1"].transform("mean")
+    return df
 
 
 def gain_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """DIST - KD student top-1 per (teacher, seed), with the teacher's accuracy."""
-    wide = df.pivot_table(index=["teacher", "seed", "teacher_top1"], columns="method", values="top1").reset_index()
+    """DIST - KD student top-1 per (teacher, seed) (paired by seed), with the teacher's
+    accuracy and its trend level (`teacher_level`, see `stronger_frame`)."""
+    wide = df.pivot_table(index=["teacher", "seed", "teacher_top1", "teacher_level"], columns="method",
+                          values="top1").reset_index()
     wide["gain"] = wide["DIST"] - wide["KD"]
     return wide
 

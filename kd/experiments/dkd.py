@@ -13,7 +13,6 @@ so the first pair's CE / KD / DKD serve the ablation, the pair table and the swe
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -162,7 +161,7 @@ def coupling_weight(teacher_logits: torch.Tensor, target: torch.Tensor, temperat
 
 
 def sweep_frame(sweep: dict[str, list], key: str = "top1") -> pd.DataFrame:
-    """Rows 'beta=b' -> one row per run: beta, seed, value."""
+    """Rows 'beta=b' -> one row per run: beta, seed, value (seed-level points for kd.stats.trend)."""
     rows = []
     for name, runs in sweep.items():
         b = float(name.split("=", 1)[1])
@@ -197,6 +196,3 @@ def time_steps(P, sec: dict, runs: dict, steps: int, rounds: int) -> dict:
                       cfg.model, ds, teacher=teacher, batch_size=cfg.batch_size, steps=steps, rounds=rounds,
                       device=P.device, seed=cfg.seed)
 
-
-def values_by_seed(runs, key="top1") -> np.ndarray:
-    return np.asarray([r.summary[key] for r in runs], float)

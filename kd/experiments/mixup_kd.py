@@ -26,6 +26,7 @@ from kd import methods as kd_methods
 from kd.metrics import ece as ece_metric
 from kd.metrics import nll as nll_metric
 from kd.metrics import predict
+from kd.stats import MIN_SEEDS
 from kd.train import TrainConfig
 
 PAPER = "mixup_kd"
@@ -130,6 +131,17 @@ def entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum(1)
 
 
+def per_sample_smoothness(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample pieces of `smoothness`: the entropy of softmax(z) (T = 1), the spread
+    (standard deviation) of the non-target logits and the gap between the target logit and
+    the mean non-target logit."""
+    z = logits.double()
+    mask = F.one_hot(targets.long(), z.shape[1]).bool()
+    target = z[mask]
+    other = z[~mask].view(z.shape[0], -1)
+    return {"entropy T=1": entropy(z, 1.0), "spread": other.std(1), "gap": target - other.mean(1)}
+
+
 def smoothness(logits: torch.Tensor, targets: torch.Tensor, temperatures=(1.0, 4.0)) -> dict:
     """Smoothness of a network's outputs, averaged over samples:
     - mean entropy of softmax(z / T) at each T (nats; the maximum is log C): higher = smoother;
@@ -140,30 +152,57 @@ def smoothness(logits: torch.Tensor, targets: torch.Tensor, temperatures=(1.0, 4
       (scale-free: a network whose logits are all scaled up keeps the same value);
     - the mean confidence (largest softmax probability at T = 1) and the training accuracy."""
     z = logits.double()
-    mask = F.one_hot(targets.long(), z.shape[1]).bool()
-    target = z[mask]
-    other = z[~mask].view(z.shape[0], -1)
-    spread = other.std(1)
-    gap = target - other.mean(1)
+    ps = per_sample_smoothness(z, targets)
     out = {f"entropy T={t:g}": entropy(z, t).mean().item() for t in temperatures}
-    out["non-target logit std"] = spread.mean().item()
-    out["non-target std / target gap"] = (spread / gap.abs().clamp_min(1e-6)).median().item()
+    out["non-target logit std"] = ps["spread"].mean().item()
+    out["non-target std / target gap"] = (ps["spread"] / ps["gap"].abs().clamp_min(1e-6)).median().item()
     out["confidence"] = z.softmax(1).max(1).values.mean().item()
     out["train top-1"] = 100 * (z.argmax(1) == targets).double().mean().item()
     return out
 
 
-def teacher_smoothness(P, sec: dict, teacher_runs: dict) -> pd.DataFrame:
-    """One row per (teacher kind, seed): its test top-1 and `smoothness` on the training split
-    (what the student is distilled on), without augmentation."""
-    rows = []
+def teacher_smoothness(P, sec: dict, teacher_runs: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The teachers' smoothness on the training split (what the student is distilled on),
+    without augmentation, for every kind and teacher seed (`P.teacher_seeds()`: one seed when
+    the profile shares one teacher per name across its seeds).
+
+    Returns (summary, samples): one row per (teacher kind, teacher seed) with its test top-1
+    and `smoothness`; and one row per (kind, teacher seed, training image) with the image's
+    index and label, its entropy at T = 1 and log(non-target spread / |target gap|) (the log
+    keeps the images whose gap is near 0 from dominating a mean)."""
+    rows, samples = [], []
     for kind, name in sec["teachers"].items():
-        for s in P.seeds:
+        for s in P.teacher_seeds():
             run = teacher_runs[(name, s)]
             logits, y = train_logits(run.model(), dataset_of(run.config))
             rows.append({"teacher": KINDS.get(kind, kind), "model": name, "seed": s,
                          "test top-1": run.summary["top1"], **smoothness(logits, y)})
-    return pd.DataFrame(rows)
+            ps = per_sample_smoothness(logits, y)
+            samples.append(pd.DataFrame({
+                "teacher": KINDS.get(kind, kind), "seed": s, "image": np.arange(len(y)), "label": y.numpy(),
+                "entropy T=1": ps["entropy T=1"].numpy(),
+                "log spread / gap": (ps["spread"].clamp_min(1e-12).log() - ps["gap"].abs().clamp_min(1e-6).log()).numpy()}))
+    return pd.DataFrame(rows), pd.concat(samples, ignore_index=True)
+
+
+def teacher_pairs(samples: pd.DataFrame, col: str, a: str, b: str, min_seeds: int = MIN_SEEDS) -> tuple:
+    """Two aligned sides for a paired comparison of teacher kinds `a` and `b` on `col` (from
+    `teacher_smoothness`'s samples), and what a pair is.
+
+    With at least `min_seeds` teacher seeds: the per-seed mean over images, {seed: value},
+    paired by teacher seed. Otherwise (one teacher per kind, e.g. a profile with
+    `teacher_seed`): one value per training image, paired per image (both teachers of a seed
+    were trained on the same images; checked), n = images, not seeds."""
+    sa = samples[samples["teacher"] == a].set_index(["seed", "image"]).sort_index()
+    sb = samples[samples["teacher"] == b].set_index(["seed", "image"]).sort_index()
+    if not sa.index.equals(sb.index) or not (sa["label"].to_numpy() == sb["label"].to_numpy()).all():
+        raise ValueError(f"the {a} and {b} teachers were not measured on the same training images")
+    seeds = sa.index.get_level_values("seed").unique()
+    if len(seeds) >= min_seeds:
+        return (sa.groupby(level="seed")[col].mean().to_dict(), sb.groupby(level="seed")[col].mean().to_dict(),
+                f"paired by teacher seed, n = {len(seeds)} teacher seeds")
+    return (sa[col].to_numpy(), sb[col].to_numpy(),
+            f"one teacher per kind: paired per training image, n = {len(sa)} images, not seeds")
 
 
 @torch.no_grad()
@@ -261,8 +300,12 @@ def same_loss_check(sec: dict, teacher: torch.nn.Module, cfg: TrainConfig, seed:
     return abs(la.item() - lb.item())
 
 
-def values_by_seed(runs, key: str = "top1") -> np.ndarray:
-    return np.asarray([r.summary[key] for r in runs], float)
+def by_seed(runs, key: str = "top1") -> dict[int, float]:
+    """{seed: the run's summary[key]}: one side of a comparison paired by seed."""
+    out = {r.config.seed: float(r.summary[key]) for r in runs}
+    if len(out) != len(runs):
+        raise ValueError("two runs with the same seed on one side of a paired comparison")
+    return out
 
 
 def student_entropy(run) -> float:

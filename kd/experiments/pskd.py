@@ -105,12 +105,12 @@ def overconfidence(logits: torch.Tensor, targets: torch.Tensor) -> float:
 def run_metrics(run, ece_bins: int = 10) -> dict:
     """The paper's metrics of one run on the test split, last epoch: top-1 error, NLL, ECE with
     the paper's `ece_bins` (recomputed from the stored logits) and with the runs' 15, AURC and
-    E-AURC (x1000), and mean confidence minus accuracy."""
+    E-AURC (x1000), and mean confidence minus accuracy; with the run's `seed` (pairs and trends)."""
     logits, targets = run.eval_logits()
     s = run.summary
-    return {"top1_error": 100 - s["top1"], "nll": s["nll"], "ece_paper": 100 * kd_metrics.ece(logits, targets, ece_bins),
-            "ece15": s["ece"], "aurc": s["aurc"], "eaurc": s["eaurc"],
-            "overconfidence": overconfidence(logits, targets)}
+    return {"seed": int(run.config.seed), "top1_error": 100 - s["top1"], "nll": s["nll"],
+            "ece_paper": 100 * kd_metrics.ece(logits, targets, ece_bins), "ece15": s["ece"], "aurc": s["aurc"],
+            "eaurc": s["eaurc"], "overconfidence": overconfidence(logits, targets)}
 
 
 def metrics_by_row(groups: dict, ece_bins: int = 10) -> dict[str, list[dict]]:
@@ -199,7 +199,8 @@ def logit_gradients(logits: torch.Tensor, targets: torch.Tensor, previous: torch
     the difficulty: low = hard), the current one (`conf`), L1 and L2 norms of both gradients,
     their ratios PS-KD / CE, the closed form 1 - alpha (1 - prev_conf) / (1 - conf) (exact
     when q_y >= p_y and p_c >= alpha p_prev,c for c != y), whether those conditions hold,
-    and |autograd - (p - q)| (max over classes).
+    and |autograd - (p - q)| (max over classes). The autograd gradient is exactly p sum_c q_c - q:
+    it equals p - q up to how far q's rows are from summing to one (PS-KD's memory is float32).
     """
     z = logits.double().detach()
     y = targets.long()
@@ -252,6 +253,17 @@ def binned(df: pd.DataFrame, x: str, y: str, bins: int = 10) -> pd.DataFrame:
     return g
 
 
+def binned_by_seed(df: pd.DataFrame, x: str, y: str, bins: int = 10) -> pd.DataFrame:
+    """`binned` for each seed's run apart (one row per seed and populated bin: seed, centre,
+    mean, count), keeping only the bins populated in every seed's run, so that every bin is
+    a level with one point per seed (claim 3's trend)."""
+    parts = [binned(g, x, y, bins).assign(seed=s) for s, g in df.groupby("seed")]
+    out = pd.concat(parts, ignore_index=True)[["seed", "centre", "mean", "count"]]
+    n_seeds = out["seed"].nunique()
+    full = out.groupby("centre")["seed"].transform("nunique") == n_seeds
+    return out[full].reset_index(drop=True)
+
+
 def ratio_curve(prev_conf: np.ndarray, conf: float, alpha: float) -> np.ndarray:
     """The closed-form L1 ratio 1 - alpha (1 - prev_conf) / (1 - conf) for a fixed current
     confidence (valid where the sign conditions of `logit_gradients` hold)."""
@@ -259,4 +271,18 @@ def ratio_curve(prev_conf: np.ndarray, conf: float, alpha: float) -> np.ndarray:
 
 
 def values_by_seed(per_row: dict[str, list[dict]], row: str, key: str) -> list[float]:
+    """One row's metric, one value per seed in the profile's seed order (for tables and plots)."""
     return [m[key] for m in per_row[row]]
+
+
+def by_seed(per_row: dict[str, list[dict]], row: str, key: str) -> dict[int, float]:
+    """{seed: metric} of one row: the paired form kd.stats.compare aligns by seed."""
+    return {m["seed"]: float(m[key]) for m in per_row[row]}
+
+
+def sweep_frame(ce: list[dict], per_alpha: dict[str, list[dict]]) -> pd.DataFrame:
+    """Claim 4's seed-level points: one row per run (alpha_T, seed, top1, ece, nll), the CE run of
+    each seed at alpha_T = 0 (PS-KD with alpha_T = 0 keeps one-hot targets: it is CE)."""
+    sweep = [(0.0, m) for m in ce] + [(float(k.split("=")[1]), m) for k, ms in per_alpha.items() for m in ms]
+    return pd.DataFrame([{"alpha_T": a, "seed": m["seed"], "top1": 100 - m["top1_error"], "ece": m["ece_paper"],
+                          "nll": m["nll"]} for a, m in sweep])

@@ -116,6 +116,14 @@ def configs(P, sec: dict) -> list[TrainConfig]:
     return out
 
 
+def by_seed(runs, key: str = "top1") -> dict[int, float]:
+    """{seed: the run's summary[key]}: one side of a comparison paired by seed."""
+    out = {r.config.seed: float(r.summary[key]) for r in runs}
+    if len(out) != len(runs):
+        raise ValueError("two runs with the same seed on one side of a paired comparison")
+    return out
+
+
 # ----------------------------------------------------------------------------- ensembles
 
 def ensemble_top1(logits_list: list[torch.Tensor], targets: torch.Tensor) -> float:

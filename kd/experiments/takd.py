@@ -214,6 +214,12 @@ def gap_frame(P, sec: dict, R: dict, name: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def by_seed(runs, key: str = "top1") -> dict[int, float]:
+    """{seed: metric} of one row's runs: the paired form kd.stats.compare aligns by the student's
+    seed (students distilled through different teachers are paired by their own seed)."""
+    return {int(r.config.seed): float(r.summary[key]) for r in runs}
+
+
 def best_label(groups: dict) -> str:
     """The label whose runs have the highest mean last-epoch top-1."""
     return max(groups, key=lambda k: sum(r.summary["top1"] for r in groups[k]) / len(groups[k]))

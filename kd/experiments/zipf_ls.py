@@ -109,6 +109,17 @@ def sweep_frame(group: dict[str, list], key: str = "top1") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def by_seed(runs, key: str = "top1") -> dict[int, float]:
+    """{seed: metric} of a row's runs: the paired form kd.stats.compare aligns by seed."""
+    return {int(r.config.seed): float(r.summary[key]) for r in runs}
+
+
+def sweep_by_seed(frame: pd.DataFrame, value: float, key: str = "top1") -> dict[int, float]:
+    """{seed: metric} of one setting of a `sweep_frame`."""
+    rows = frame[frame["value"] == value]
+    return {int(s): float(v) for s, v in zip(rows["seed"], rows[key])}
+
+
 # ---------------------------------------------------------------- the observation (claim 1)
 def sorted_softmax(logits: torch.Tensor, targets: torch.Tensor | None = None) -> np.ndarray:
     """Each sample's softmax sorted in decreasing order (N x C). Given `targets`, the softmax
@@ -194,6 +205,3 @@ def time_steps(P, sec: dict, cfg: TrainConfig, steps: int, rounds: int, teacher=
     return step_times(methods, cfg.model, dataset_of(cfg), teacher=teacher, batch_size=cfg.batch_size,
                       steps=steps, rounds=rounds, device=P.device, seed=cfg.seed)
 
-
-def values_by_seed(runs, key: str = "top1") -> np.ndarray:
-    return np.asarray([r.summary[key] for r in runs], float)
