@@ -4,7 +4,8 @@ scale before any paper's verdict is trusted.
 Trainings (params.yaml section `testbed`, resolved for a profile):
 - the positive control: the `control` pair's student trained alone (CE) and with KD
   (0.1 CE + 0.9 T^2 KL, T 4) for every seed of the profile;
-- the convergence check: the same two trained `long_factor` times longer, on `long_seeds`;
+- the convergence check: the same two trained `long_factor` times longer, on the first
+  `long_seeds` seeds;
 - the teacher ladder: the profile's params.yaml teachers named in `ladder` (teachers stage).
 """
 from __future__ import annotations
@@ -29,6 +30,10 @@ def long_epochs(P, sec: dict) -> int:
     return int(P.config(sec["control"]["student"], paper=PAPER).epochs * sec["long_factor"])
 
 
+def long_seeds(P, sec: dict) -> list[int]:
+    return list(P.seeds[:int(sec["long_seeds"])])
+
+
 def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     """{"control": {"CE": [cfg per seed], "KD": [...]}, "long": {"CE": [cfg per long seed], "KD": [...]}}."""
     ctl = sec["control"]
@@ -43,7 +48,7 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     for seed in P.seeds:
         for k, c in pair(seed).items():
             out["control"][k].append(c)
-    for seed in sec["long_seeds"]:
+    for seed in long_seeds(P, sec):
         for k, c in pair(seed, epochs=long_epochs(P, sec)).items():
             out["long"][k].append(c)
     return out
