@@ -75,6 +75,7 @@ def _teacher(args) -> int:
     from kd.io import write_csv
 
     P = Profile(args.profile)
+    P.teacher_config(args.name)  # an unknown name fails here, before any folder is made
     root = P.teacher_root(args.name)
     root.mkdir(parents=True, exist_ok=True)
     if args.name not in P.teacher_names():
@@ -110,6 +111,9 @@ def _run_many(args) -> int:
     P = Profile(args.profile)
     if args.workers:
         P.workers = args.workers
+    known = studies()
+    if args.paper not in known:
+        raise ValueError(f"unknown paper {args.paper!r}; known: {', '.join(known)}")
     module = importlib.import_module(f"kd.experiments.{args.paper}")
     configs = module.configs(P, P.section(args.paper))
     print(f"{args.paper}: {len(configs)} trainings on profile {P.name}, {P.workers} at a time", flush=True)
@@ -118,8 +122,22 @@ def _run_many(args) -> int:
     return 0
 
 
+def studies() -> list[str]:
+    """The notebooks `run-many` can train for: an experiment module and a params.yaml section each."""
+    import pkgutil
+
+    import kd.experiments
+    from kd.params import load_params
+
+    params = load_params()
+    return sorted(m.name for m in pkgutil.iter_modules(kd.experiments.__path__) if m.name in params)
+
+
 def _report(args) -> int:
+    from kd.params import Profile
     from kd.report import build_report, update_readme
+
+    Profile(args.profile, check_device=False)  # an unknown profile fails here, before any file is written
 
     print(build_report(args.profile))
     if args.readme:

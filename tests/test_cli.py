@@ -116,3 +116,16 @@ def test_data_command_accepts_the_profile_form(monkeypatch):
     assert main(["data", "cifar10", "--root", "/some/where"]) == 0
     assert (seen[0]["dataset"], seen[0]["profile"], seen[0]["root"]) == (None, "quick", None)
     assert (seen[1]["dataset"], seen[1]["root"]) == ("cifar10", "/some/where")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report", "--profile", "nosuch"], "unknown profile 'nosuch'"),
+    (["run-many", "--paper", "nosuch", "--profile", "quick"], "unknown paper 'nosuch'; known: bake, dist, dkd"),
+    (["teacher", "nosuch", "--profile", "quick"], "teacher 'nosuch' is not in params.yaml"),
+])
+def test_unknown_names_fail_before_anything_is_written(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.setenv("KD_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("KD_RESULTS", str(tmp_path / "results"))
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
