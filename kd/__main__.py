@@ -118,7 +118,7 @@ def _run_many(args) -> int:
     configs = module.configs(P, P.section(args.paper))
     print(f"{args.paper}: {len(configs)} trainings on profile {P.name}, {P.workers} at a time", flush=True)
     P.teachers(module.teacher_names(P, P.section(args.paper)), progress=None)
-    P.run_all(configs, args.paper, progress=None)
+    P.run_all(configs, progress=None)
     return 0
 
 

@@ -64,6 +64,7 @@ class Method:
     same_architecture = False  # the teacher must have the student's architecture
     same_class = 0             # loader: extra same-class samples per anchor (BAKE)
     uses_features = False      # student is called with return_features=True
+    every_sample = False       # loader keeps the last, smaller batch: every sample every epoch (PS-KD)
 
     def setup(self, train_labels: torch.Tensor, num_classes: int, device: torch.device, seed: int) -> None:
         """Called once before training with the training split's labels (on `device`)."""
@@ -218,7 +219,10 @@ class DIST(Method):
 class PSKD(Method):
     """PS-KD (Kim et al., ICCV 2021): soft CE against (1 - a_t) onehot + a_t p_prev(x), with
     a_t = alpha_T (epoch + 1) / epochs and p_prev the sample's prediction in the previous
-    epoch, kept in an N x C memory indexed by sample (initialised one-hot)."""
+    epoch, kept in an N x C memory indexed by sample (initialised one-hot). Every sample is
+    seen every epoch (the official loader drops no batch), so no memory entry goes stale."""
+
+    every_sample = True
 
     def __init__(self, alpha_T: float = 0.8):
         if not 0 <= alpha_T <= 1:

@@ -4,9 +4,10 @@
     sec = P.section("dkd", beta=None)              # the paper's section; non-None overrides win
     t = P.teacher("resnet20", seed=0)              # a Run, trained on demand like the teachers stage
     cfg = P.config("resnet8", "kd", seed=0, teacher=t.config, paper="dkd")
-    runs = P.run_all([cfg, ...], paper="dkd")      # cached by configuration hash
+    runs = P.run_all([cfg, ...])                   # cached by configuration hash
 
-Runs live in runs/<profile>/ ($KD_RUNS overrides runs/), results in results/<profile>/
+Runs live in runs/<profile>/ ($KD_RUNS overrides runs/): teachers in teachers/<name>/, every
+other run in students/ (one store for all papers); results in results/<profile>/
 ($KD_RESULTS overrides results/), so one profile never overwrites another's.
 """
 from __future__ import annotations
@@ -157,9 +158,15 @@ class Profile:
                 pool.map(_train_teacher, [(self.name, self.params, n, s) for n, s in todo])
         return {(n, s): self.teacher(n, s, progress) for n, s in keys}
 
-    def run_all(self, configs: list[TrainConfig], paper: str, progress: bool | None = False) -> list[kd_runs.Run]:
-        """Train (or fetch from the cache) every configuration, in parallel on a GPU profile."""
-        return kd_runs.run_many(configs, root=self.runs_root / paper, device=self.device,
+    @property
+    def students_root(self) -> Path:
+        """The one store of the profile's non-teacher runs, shared by every paper: a run two
+        papers need (the standard pair's CE and KD students) trains once."""
+        return self.runs_root / "students"
+
+    def run_all(self, configs: list[TrainConfig], progress: bool | None = False) -> list[kd_runs.Run]:
+        """Train (or fetch from the cache) every configuration, `workers` at a time."""
+        return kd_runs.run_many(configs, root=self.students_root, device=self.device,
                                 workers=self.workers, progress=progress, lookup=self._lookup(),
                                 eval_every=self.eval_every)
 

@@ -224,6 +224,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     train_loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=cfg.batch_size,
                                   train=True, device=device, seed=cfg.seed, crop_pad=cfg.crop_pad,
                                   flip=cfg.flip, cutout=cfg.cutout, same_class=method.same_class,
+                                  drop_last=False if method.every_sample else None,
                                   channels_last=channels_last, shard=(dist.rank, dist.world))
     # evaluation batches: large on a GPU; 256 on a CPU, where 1024 runs at half the speed (cache)
     eval_loader = kd_data.Loader(ds.x_eval, ds.y_eval, ds.mean, ds.std, batch_size=1024 if cuda else 256,

@@ -256,8 +256,8 @@ def test_profile_trains_teachers_and_students_into_its_folders(tmp_path, monkeyp
     assert len(fits) == 2
     students = [P.config("plane2", "kd", seed=s, teacher=teachers[("small", s)].config, paper="mypaper")
                 for s in P.seeds]
-    runs = P.run_all(students, "mypaper")
-    assert [r.path.parent for r in runs] == [tmp_path / "runs" / "quick" / "mypaper"] * 2
+    runs = P.run_all(students)
+    assert [r.path.parent for r in runs] == [tmp_path / "runs" / "quick" / "students"] * 2
     assert len(fits) == 4, "the teachers are found in their folders, not retrained"
     assert P.teacher("small", 1).path == teachers[("small", 1)].path and len(fits) == 4
     out = P.results_dir("mypaper")

@@ -83,6 +83,30 @@ def reference(tmp_path_factory):
     return get
 
 
+def _seen_indices(monkeypatch, method_class):
+    """Record the sample indices of every training batch `method_class` sees."""
+    seen = []
+    original = method_class.forward_train
+
+    def spy(self, student, teacher, batch):
+        seen.append(batch.index.clone())
+        return original(self, student, teacher, batch)
+
+    monkeypatch.setattr(method_class, "forward_train", spy)
+    return seen
+
+
+def test_pskd_sees_every_sample_each_epoch_and_ce_drops_the_last_batch(tmp_path, monkeypatch):
+    """PS-KD's memory holds each sample's previous prediction: the official loader drops no
+    batch, so none goes stale. 300 images in batches of 50 plus a tail: batch 64."""
+    seen = _seen_indices(monkeypatch, kd.methods.PSKD)
+    train(tiny(method="pskd", epochs=1, batch_size=64), tmp_path / "pskd")
+    assert sorted(torch.cat(seen).tolist()) == list(range(300))
+    seen = _seen_indices(monkeypatch, kd.methods.CrossEntropy)
+    train(tiny(epochs=1, batch_size=64), tmp_path / "ce")
+    assert len(torch.cat(seen)) == 256, "other methods keep full batches only (drop_last)"
+
+
 # ----------------------------------------------------------------------------- determinism
 
 def test_same_seed_gives_bit_identical_metrics(reference, tmp_path):

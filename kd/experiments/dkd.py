@@ -6,8 +6,10 @@ Every training the notebook needs (params.yaml section `dkd`, resolved for a pro
   paper beta (or `beta` when it is set);
 - on the first pair, the ablation of the paper's Table 1: TCKD only (DKD's loss with
   beta = 0) and NCKD only (alpha = 0), each at unit weight (`ablation_weight`); DKD's
-  method always adds CE at weight 1, like mdistiller;
-- on the first pair, the beta sweep `betas` (alpha fixed).
+  method always adds CE at weight 1, like mdistiller, so the ablation's KD row is KD with
+  CE at weight 1 and the KL at `ablation_weight` too ("KD (CE 1)"): the rows differ only in
+  the distillation term. The pair table's KD is mdistiller's baseline, 0.1 CE + 0.9 KD;
+- on the first pair, the beta sweep `betas` (alpha fixed) on the first `sweep_seeds` seeds.
 Identical configurations are one run (the cache is keyed by the configuration's hash),
 so the first pair's CE / KD / DKD serve the ablation, the pair table and the sweep.
 """
@@ -50,7 +52,13 @@ def pair_beta(sec: dict, pair: dict) -> float:
 
 def kd_args(sec: dict) -> dict:
     """KD baseline as in mdistiller / CRD: 0.1 CE + 0.9 T^2 KL, T = `temperature`."""
-    return {"temperature": float(sec["temperature"])}
+    return {"temperature": float(sec["temperature"]), "ce_weight": 0.1, "kd_weight": 0.9}
+
+
+def ablation_kd_args(sec: dict) -> dict:
+    """KD in the ablation: CE at weight 1 and T^2 KL at `ablation_weight`, like its DKD rows."""
+    return {"temperature": float(sec["temperature"]), "ce_weight": 1.0,
+            "kd_weight": float(sec.get("ablation_weight", 1.0))}
 
 
 def dkd_args(sec: dict, *, beta: float, alpha: float | None = None) -> dict:
@@ -71,8 +79,9 @@ def _train(sec: dict, pair: dict) -> dict:
 
 def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     """{group: {row label: [TrainConfig per seed]}}; groups "pairs" (rows '<pair> CE|KD|DKD'),
-    "ablation" (CE, TCKD only, NCKD only, KD, DKD on the first pair), "sweep" (rows 'beta=b')."""
+    "ablation" (CE, TCKD only, NCKD only, KD (CE 1), KD, DKD on the first pair), "sweep" (rows 'beta=b')."""
     out: dict[str, dict[str, list[TrainConfig]]] = {"pairs": {}, "ablation": {}, "sweep": {}}
+    sweep_seeds = P.seeds[:sec["sweep_seeds"]] if sec.get("sweep_seeds") else P.seeds
     for i, pair in enumerate(sec["pairs"]):
         rows = {}
         for seed in P.seeds:
@@ -87,15 +96,18 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
                 cfgs.update({name: P.config(pair["student"], "dkd", seed=seed, method_args=args, teacher=teacher,
                                             paper="dkd", **train)
                              for name, args in ablation_args(sec).items()})
-                cfgs.update({f"beta={b:g}": P.config(pair["student"], "dkd", seed=seed, teacher=teacher, paper="dkd",
-                                                     method_args=dkd_args(sec, beta=b), **train)
-                             for b in sec["betas"]})
+                cfgs["KD (CE 1)"] = P.config(pair["student"], "kd", seed=seed, method_args=ablation_kd_args(sec),
+                                             teacher=teacher, paper="dkd", **train)
+                if seed in sweep_seeds:
+                    cfgs.update({f"beta={b:g}": P.config(pair["student"], "dkd", seed=seed, teacher=teacher,
+                                                         paper="dkd", method_args=dkd_args(sec, beta=b), **train)
+                                 for b in sec["betas"]})
             for k, c in cfgs.items():
                 rows.setdefault(k, []).append(c)
         for k in ("CE", "KD", "DKD"):
             out["pairs"][f"{label(pair)} {k}"] = rows[k]
         if i == 0:
-            out["ablation"] = {k: rows[k] for k in ("CE", "TCKD only", "NCKD only", "KD", "DKD")}
+            out["ablation"] = {k: rows[k] for k in ("CE", "TCKD only", "NCKD only", "KD (CE 1)", "KD", "DKD")}
             out["sweep"] = {f"beta={b:g}": rows[f"beta={b:g}"] for b in sec["betas"]}
     return out
 
@@ -119,7 +131,7 @@ def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
     of the configurations."""
     p = plan(P, sec)
     cfgs = configs(P, sec)
-    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs, "dkd"))}
+    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
     return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
 
 

@@ -109,7 +109,7 @@ def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
     """Train what is missing (cached runs are reused); `plan` with Runs in place of configs."""
     p = plan(P, sec)
     cfgs = configs(P, sec)
-    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs, PAPER))}
+    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
     return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
 
 

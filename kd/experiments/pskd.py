@@ -4,7 +4,8 @@ Hwang; ICCV 2021): the trainings of notebooks/pskd.ipynb and its analysis helper
 Every training the notebook needs (params.yaml section `pskd`, resolved for a profile), all
 on one network (`model`) and one schedule, without a teacher:
 - claim 1 / 2: cross-entropy (CE), label smoothing (`smoothing`) and PS-KD (`alpha_T`);
-- claim 4: PS-KD for each alpha_T of `alphas` (the run with alpha_T itself is shared);
+- claim 4: PS-KD for each alpha_T of `alphas` on the first `sweep_seeds` seeds (the run with
+  alpha_T itself is shared);
 - claim 5: CE + cutout and PS-KD + cutout (`cutout`-pixel squares, DeVries & Taylor 2017).
 Claim 3 (hard-example mining) needs no training of its own: it differentiates the losses at
 the logits of the trained PS-KD model (`logit_gradients`).
@@ -45,6 +46,7 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     PS-KD), "alphas" ('alpha_T=a'), "cutout" (CE, CE + cutout, PS-KD, PS-KD + cutout)."""
     out: dict[str, dict[str, list[TrainConfig]]] = {"main": {}, "alphas": {}, "cutout": {}}
     model, cut = sec["model"], int(sec["cutout"])
+    sweep_seeds = P.seeds[:sec["sweep_seeds"]] if sec.get("sweep_seeds") else P.seeds
 
     def add(group, row, cfg):
         out[group].setdefault(row, []).append(cfg)
@@ -57,7 +59,7 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
         add("main", "CE", ce)
         add("main", "label smoothing", ls)
         add("main", "PS-KD", ps)
-        for a in sec["alphas"]:
+        for a in sec["alphas"] if seed in sweep_seeds else ():
             add("alphas", alpha_label(a), P.config(model, "pskd", seed=seed, method_args=pskd_args(a), paper=PAPER))
         add("cutout", "CE", ce)
         add("cutout", "CE + cutout", P.config(model, "ce", seed=seed, paper=PAPER, cutout=cut))
@@ -86,7 +88,7 @@ def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
     """Train what is missing (cached runs are reused); `plan` with Runs in place of configs."""
     p = plan(P, sec)
     cfgs = configs(P, sec)
-    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs, PAPER))}
+    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
     return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
 
 

@@ -273,7 +273,7 @@ def run_experiment(P, sec: dict) -> dict:
     """`experiment(P, sec)` with every TrainConfig replaced by its Run (all trainings through
     one `P.run_all`, so a GPU profile trains them in parallel, generations level by level)."""
     cfgs = configs(P, sec)
-    by_hash = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs, "self_distillation"))}
+    by_hash = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
 
     def swap(node):
         if isinstance(node, TrainConfig):

@@ -177,7 +177,7 @@ def run_experiment(P, sec: dict) -> dict:
     all trainings go through one `P.run_all`, so a GPU profile runs them in parallel)."""
     plan = experiment(P, sec)
     cfgs = configs(P, sec)
-    by_hash = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs, "takd"))}
+    by_hash = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
 
     def swap(node):
         if isinstance(node, TrainConfig):
