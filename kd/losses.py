@@ -205,6 +205,31 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = 1.0, unmixed_fra
     return wx * x + (1 - wx) * x[perm], wy * y_soft + (1 - wy) * y_soft[perm], lam, perm
 
 
+
+def mixup_official(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = 1.0, unmixed_fraction: float = 0.0,
+                   generator: torch.Generator | None = None):
+    """Mixup as the official MIX-KD code samples it (helper/loops_mixstd.py, PMU; FMU at
+    unmixed_fraction 0): a lambda ~ Beta(alpha, alpha) per sample, partners from two
+    independent random permutations (so a sample may be paired with itself), and
+    int(unmixed_fraction * B) indices drawn WITH replacement set to lambda = 1. About
+    1 - exp(-unmixed_fraction) of the batch stays unmixed: 59% at 0.9. The official code also
+    reorders the batch by the first permutation; here the batch keeps its order, which
+    changes no loss (a batch mean). Returns (mixed x, mixed y_soft, per-sample lambda, perm)
+    with mixed_i = lambda_i x_i + (1 - lambda_i) x_perm(i)."""
+    if not 0 <= unmixed_fraction <= 1:
+        raise ValueError(f"unmixed_fraction must be in [0, 1], got {unmixed_fraction}")
+    n = x.shape[0]
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    lam = torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, n)).float()
+    rp1, rp2 = torch.randperm(n, generator=generator), torch.randperm(n, generator=generator)
+    lam[rp1[torch.randint(0, n, (int(n * unmixed_fraction),), generator=generator)]] = 1.0
+    perm = torch.empty(n, dtype=torch.long)
+    perm[rp1] = rp2  # the official i-th output mixes x[rp1[i]] with x[rp2[i]]
+    perm, lam = perm.to(x.device, non_blocking=True), lam.to(x.device, non_blocking=True)
+    wx = lam.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+    wy = lam.view(-1, 1).to(y_soft.dtype)
+    return wx * x + (1 - wx) * x[perm], wy * y_soft + (1 - wy) * y_soft[perm], lam, perm
+
 def std_scale(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Divide each sample's logits by their own standard deviation (MIX-KD's per-sample
     temperature, instead of one fixed T)."""

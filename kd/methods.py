@@ -314,10 +314,12 @@ class _MixupMixin:
     def load_state_dict(self, state):
         self.generator.set_state(state["generator"])
 
+    sampler = "exact"
+
     def _mix(self, batch):
         onehot = F.one_hot(batch.y, self.num_classes).float()
-        x, y_soft, _, _ = losses.mixup(batch.x, onehot, self.mixup_alpha, self.unmixed_fraction,
-                                       generator=self.generator)
+        mix = losses.mixup_official if self.sampler == "official" else losses.mixup
+        x, y_soft, _, _ = mix(batch.x, onehot, self.mixup_alpha, self.unmixed_fraction, generator=self.generator)
         return x, y_soft
 
 
@@ -341,16 +343,21 @@ class MixupKD(_MixupMixin, Method):
     """MixUp and KD (Choi et al., WACV 2023): KD on mixed inputs (full mixup, or partial with
     `unmixed_fraction` of the batch left unmixed; 0 mixes all, `mixup=False` none), with the
     logits scaled per sample by their standard deviation (`std_scaling=True`) or divided by a
-    fixed temperature: ce_weight softCE(student, mixed y) + kd_weight KL(p_t || p_s)."""
+    fixed temperature: ce_weight softCE(student, mixed y) + kd_weight KL(p_t || p_s).
+    `sampler`: "exact" (kd.losses.mixup: exactly `unmixed_fraction` of the batch unmixed, one
+    lambda per batch) or "official" (kd.losses.mixup_official: the MIX-KD code's sampling)."""
 
     needs_teacher = True
 
     def __init__(self, mixup: bool = True, mixup_alpha: float = 1.0, unmixed_fraction: float = 0.0,
                  std_scaling: bool = True, temperature: float = 4.0, ce_weight: float = 0.1,
-                 kd_weight: float = 0.9):
+                 kd_weight: float = 0.9, sampler: str = "exact"):
         _check_positive(mixup_alpha=mixup_alpha, temperature=temperature)
         if not 0 <= unmixed_fraction <= 1:
             raise ValueError(f"unmixed_fraction must be in [0, 1], got {unmixed_fraction}")
+        if sampler not in ("exact", "official"):
+            raise ValueError(f"sampler must be 'exact' or 'official', got {sampler!r}")
+        self.sampler = sampler
         self.mixup, self.mixup_alpha, self.unmixed_fraction = mixup, mixup_alpha, unmixed_fraction
         self.std_scaling, self.temperature = std_scaling, temperature
         self.ce_weight, self.kd_weight = ce_weight, kd_weight

@@ -404,6 +404,28 @@ def test_mixup_is_reproducible_with_a_seeded_generator():
         L.mixup(x, y, 1.0, 1.5)
 
 
+
+def test_mixup_official_mixes_per_sample_and_leaves_the_official_share_unmixed():
+    """MIX-KD's PMU: per-sample lambda, partners from two permutations, int(0.9 B) indices drawn
+    with replacement left unmixed: 1 - (1 - 1/B)^int(0.9 B) of the batch on average (59% at B 64)."""
+    n = 64
+    x, y = _batch(n)
+    g = torch.Generator().manual_seed(0)
+    shares = []
+    for _ in range(2000):
+        xm, ym, lam, perm = L.mixup_official(x, y, 1.0, 0.9, generator=g)
+        assert sorted(perm.tolist()) == list(range(n)), "perm is a permutation"
+        wx, wy = lam.view(-1, *([1] * (x.dim() - 1))), lam.view(-1, 1)
+        torch.testing.assert_close(xm, wx * x + (1 - wx) * x[perm])
+        torch.testing.assert_close(ym, wy * y + (1 - wy) * y[perm])
+        shares.append((lam == 1).float().mean().item())
+    expected = 1 - (1 - 1 / n) ** int(0.9 * n)
+    assert abs(sum(shares) / len(shares) - expected) < 0.005 and abs(expected - 0.592) < 0.001
+    _, _, lam, _ = L.mixup_official(x, y, 1.0, 0.0, generator=g)
+    assert len(lam.unique()) > n // 2, "full mixup (FMU): one lambda per sample"
+    with pytest.raises(ValueError, match="unmixed_fraction"):
+        L.mixup_official(x, y, 1.0, -0.1)
+
 def test_std_scale_gives_unit_std_rows():
     z = L.std_scale(S)
     torch.testing.assert_close(z.std(dim=1), torch.ones(8, dtype=z.dtype))

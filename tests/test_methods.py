@@ -36,7 +36,8 @@ VARIANTS = {
     "bake": [{}],
     "zipf_ls": [{}, {"dense": True}],
     "mixup": [{}],
-    "mixup_kd": [{}, {"unmixed_fraction": 0.5}, {"std_scaling": False}, {"mixup": False}],
+    "mixup_kd": [{}, {"unmixed_fraction": 0.5}, {"unmixed_fraction": 0.9, "sampler": "official"},
+                 {"std_scaling": False}, {"mixup": False}],
 }
 
 
@@ -307,6 +308,7 @@ def test_bad_temperature_raises(name, T):
     ("mixup", {"mixup_alpha": 0.0}, "mixup_alpha"), ("dkd", {"beta": -1.0}, "beta"),
     ("dist", {"gamma": -1.0}, "gamma"), ("kd", {"kd_weight": -0.5}, "kd_weight"),
     ("bake", {"same_class": -1}, "same_class"), ("zipf_ls", {"power": -1.0}, "power"),
+    ("mixup_kd", {"sampler": "random"}, "sampler"),
 ])
 def test_bad_hyperparameters_raise(name, hp, word):
     with pytest.raises(ValueError, match=word):

@@ -9,7 +9,8 @@ all of the student `student`:
   with label smoothing);
 - "grid": KD from the `grid_teacher` teacher with {no mixup, full mixup, partial mixup
   (`unmixed_fraction` of each batch left unmixed)} x {fixed temperature T, per-sample std
-  scaling of the logits}. The cell "no mixup, fixed T" is the KD run of "teachers" (the same
+  scaling of the logits}, mixup sampled as `sampler` says ("official": the MIX-KD code's
+  sampling; "exact": exactly that fraction unmixed, one lambda per batch). The cell "no mixup, fixed T" is the KD run of "teachers" (the same
   loss: `mixup_kd` with mixup=False and std_scaling=False computes 0.1 CE + 0.9 T^2 KL), so it
   is not trained twice.
 """
@@ -54,10 +55,13 @@ def mixkd_args(sec: dict, mixup: str, scaling: str) -> dict:
     """`mixup_kd` hyperparameters of one grid cell; mixup in MIXUPS, scaling in SCALINGS."""
     if mixup not in MIXUPS or scaling not in SCALINGS:
         raise ValueError(f"mixup must be one of {MIXUPS} and scaling one of {SCALINGS}")
-    return {"mixup": mixup != "none", "mixup_alpha": float(sec["mixup_alpha"]),
+    args = {"mixup": mixup != "none", "mixup_alpha": float(sec["mixup_alpha"]),
             "unmixed_fraction": float(sec["unmixed_fraction"]) if mixup == "partial" else 0.0,
             "std_scaling": scaling == "std scaling", "temperature": float(sec["temperature"]),
             "ce_weight": float(sec["ce_weight"]), "kd_weight": float(sec["kd_weight"])}
+    if mixup != "none":
+        args["sampler"] = sec.get("sampler", "exact")
+    return args
 
 
 def teacher_row(kind: str) -> str:
@@ -267,15 +271,19 @@ def official_unmixed_fraction(batch_size: int, percent: float, batches: int = 10
             "official: unmixed incl. self-pairs": float(np.mean(eff))}
 
 
-def our_unmixed_fraction(batch_size: int, unmixed_fraction: float, batches: int = 1000, seed: int = 0) -> float:
-    """The fraction of samples that kd.losses.mixup leaves unmixed (perm(i) = i), measured."""
+def our_unmixed_fraction(batch_size: int, unmixed_fraction: float, sampler: str = "exact", batches: int = 1000,
+                         seed: int = 0) -> float:
+    """The fraction of samples our training's mixup leaves unmixed (lambda = 1 or perm(i) = i),
+    measured on kd.losses.mixup ("exact") or kd.losses.mixup_official ("official")."""
     g = torch.Generator().manual_seed(seed)
     x = torch.zeros(batch_size, 1)
     y = torch.zeros(batch_size, 2)
+    mix = losses.mixup_official if sampler == "official" else losses.mixup
     out = []
     for _ in range(batches):
-        _, _, _, perm = losses.mixup(x, y, 1.0, unmixed_fraction, generator=g)
-        out.append((perm == torch.arange(batch_size)).float().mean().item())
+        _, _, lam, perm = mix(x, y, 1.0, unmixed_fraction, generator=g)
+        unmixed = (perm == torch.arange(batch_size)) | (torch.as_tensor(lam) == 1)
+        out.append(unmixed.float().mean().item())
     return float(np.mean(out))
 
 
