@@ -106,6 +106,7 @@ def _teacher(args) -> int:
 def _run_many(args) -> int:
     import importlib
 
+    from kd.experiments import configs as plan_configs
     from kd.params import Profile
 
     P = Profile(args.profile)
@@ -115,7 +116,7 @@ def _run_many(args) -> int:
     if args.paper not in known:
         raise ValueError(f"unknown paper {args.paper!r}; known: {', '.join(known)}")
     module = importlib.import_module(f"kd.experiments.{args.paper}")
-    configs = module.configs(P, P.section(args.paper))
+    configs = plan_configs(module.plan(P, P.section(args.paper)))
     print(f"{args.paper}: {len(configs)} trainings on profile {P.name}, {P.workers} at a time", flush=True)
     P.teachers(module.teacher_names(P, P.section(args.paper)), progress=None)
     P.run_all(configs, progress=None)

@@ -298,7 +298,10 @@ class Loader:
     train=True: a seeded permutation per epoch, random crop with zero padding `crop_pad`,
     horizontal flip (when `flip`), cutout of a `cutout`-pixel square (DeVries & Taylor 2017,
     when > 0), and `same_class` extra samples of the anchor's class
-    after each anchor (BAKE's sampler: batch_size = anchors * (1 + same_class)).
+    after each anchor (BAKE's sampler: batch_size = anchors * (1 + same_class)). An epoch
+    shows as many images as the split holds; with `every_anchor`, every image is an anchor
+    once per epoch, so an epoch shows 1 + same_class times as many (BAKE's official sampler,
+    whose batches hold batch-size anchors plus their same-class samples).
     train=False: the split in order, no augmentation.
     shard=(rank, world): data-parallel training; each of the `world` processes gets its
     contiguous share (batch_size // world samples) of the global batch of `batch_size`.
@@ -306,8 +309,8 @@ class Loader:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, mean, std, *, batch_size: int,
                  train: bool, device="cpu", seed: int = 0, crop_pad: int = 0, flip: bool = False,
-                 cutout: int = 0, same_class: int = 0, drop_last: bool | None = None, channels_last: bool = False,
-                 shard: tuple[int, int] = (0, 1)):
+                 cutout: int = 0, same_class: int = 0, every_anchor: bool = False, drop_last: bool | None = None,
+                 channels_last: bool = False, shard: tuple[int, int] = (0, 1)):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if same_class < 0 or batch_size % (1 + same_class):
@@ -324,6 +327,7 @@ class Loader:
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255.0
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.crop_pad, self.flip, self.cutout, self.same_class = crop_pad, flip, cutout, same_class
+        self.every_anchor = bool(every_anchor and same_class)
         self.drop_last = train if drop_last is None else drop_last
         self.channels_last, self.rank, self.world = channels_last, rank, world
         self.epoch = 0
@@ -346,8 +350,9 @@ class Loader:
         return self.batch_size // (1 + self.same_class)
 
     def __len__(self) -> int:
-        # an epoch shows about as many images as the split holds, with or without same_class
-        n, b = len(self.y), self.batch_size
+        # an epoch shows about as many images as the split holds, with or without same_class,
+        # or (every_anchor) holds each image once as an anchor
+        n, b = len(self.y), self.anchors_per_batch if self.every_anchor else self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self):
@@ -362,12 +367,20 @@ class Loader:
             yield self._make_batch(idx, gen)
 
     def _with_same_class(self, anchors: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Each anchor followed by `same_class` other samples of its class (drawn at random)."""
+        """Each anchor followed by `same_class` other samples of its class, drawn at random
+        without replacement (with replacement only where the class has too few), as BAKE's
+        official sampler draws them."""
         labels = self._y_cpu[anchors]
         count = self._class_count[labels].unsqueeze(1)
-        # draw among the class's other samples: offset in [0, count-1), skipping the anchor
+        # draw among the class's other samples: offsets in [0, count-1), skipping the anchor;
+        # the first `same_class` of a random order of the offsets are distinct
+        others = count - 1
+        keys = torch.rand(len(anchors), int(others.max()), generator=gen)
+        keys[torch.arange(keys.shape[1]).unsqueeze(0) >= others] = 2.0  # offsets past the class's end last
+        draw = keys.argsort(1)[:, :self.same_class]
+        if (others < self.same_class).any():  # too few others: wrap around (with replacement)
+            draw = draw % others
         pos_anchor = self._pos_in_class[anchors]
-        draw = (torch.rand(len(anchors), self.same_class, generator=gen) * (count - 1)).long()
         draw = draw + (draw >= pos_anchor.unsqueeze(1)).long()
         extra = self._by_class[self._class_start[labels].unsqueeze(1) + draw]
         return torch.cat([anchors.unsqueeze(1), extra], 1).flatten()

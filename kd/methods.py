@@ -63,6 +63,7 @@ class Method:
     needs_teacher = False
     same_architecture = False  # the teacher must have the student's architecture
     same_class = 0             # loader: extra same-class samples per anchor (BAKE)
+    every_anchor = False       # loader: every image an anchor once per epoch (BAKE's official sampler)
     uses_features = False      # student is called with return_features=True
     every_sample = False       # loader keeps the last, smaller batch: every sample every epoch (PS-KD)
 
@@ -87,11 +88,11 @@ class Method:
 class CrossEntropy(Method):
     """Cross-entropy on the labels, no teacher. `same_class` > 0 draws the batches with
     that many extra samples of each anchor's class, as BAKE's do (the control that keeps
-    BAKE's sampler and removes its loss)."""
+    BAKE's sampler and removes its loss); `every_anchor` as in BAKE."""
 
-    def __init__(self, same_class: int = 0):
+    def __init__(self, same_class: int = 0, every_anchor: bool = False):
         _check_non_negative(same_class=same_class)
-        self.same_class = int(same_class)
+        self.same_class, self.every_anchor = int(same_class), bool(every_anchor)
 
     def forward_train(self, student, teacher, batch):
         logits = student(batch.x)
@@ -254,18 +255,20 @@ class PSKD(Method):
 class BAKE(Method):
     """BAKE (Ge et al. 2021): CE + weight tau^2 KL(Q || softmax(z / tau)), Q the batch
     knowledge propagated over feature affinities; batches hold `same_class` extra samples
-    of each anchor's class."""
+    of each anchor's class. An epoch shows as many images as the split holds, or, with
+    `every_anchor`, every image once as an anchor (the official sampler: 1 + same_class
+    times the images of a plain epoch)."""
 
     uses_features = True
 
     def __init__(self, temperature: float = 4.0, omega: float = 0.5, weight: float = 1.0,
-                 same_class: int = 3):
+                 same_class: int = 3, every_anchor: bool = False):
         _check_positive(temperature=temperature)
         if not 0 <= omega < 1:
             raise ValueError(f"omega must be in [0, 1), got {omega}")
         _check_non_negative(weight=weight, same_class=same_class)
         self.temperature, self.omega, self.weight = temperature, omega, weight
-        self.same_class = int(same_class)
+        self.same_class, self.every_anchor = int(same_class), bool(every_anchor)
 
     def forward_train(self, student, teacher, batch):
         logits, feats = student(batch.x, return_features=True)

@@ -121,6 +121,11 @@ class Profile:
     def teacher_names(self) -> list[str]:
         return [n for n, r in self.params.get("teachers", {}).items() if self.name in r.get("profiles", PROFILES)]
 
+    def first_seeds(self, n: int | None) -> list[int]:
+        """The first `n` of the profile's seeds (all of them when `n` is None or 0): a design's
+        secondary rows (sweeps, costly controls) run on fewer seeds than its central ones."""
+        return list(self.seeds[:n]) if n else list(self.seeds)
+
     def teacher_seeds(self) -> list[int]:
         """The seeds teachers are trained with: the profile's `teacher_seed`, or every seed."""
         return [self.teacher_seed] if self.teacher_seed is not None else list(self.seeds)

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from kd import data as kd_data
 from kd import methods as kd_methods
@@ -224,6 +223,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     train_loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=cfg.batch_size,
                                   train=True, device=device, seed=cfg.seed, crop_pad=cfg.crop_pad,
                                   flip=cfg.flip, cutout=cfg.cutout, same_class=method.same_class,
+                                  every_anchor=method.every_anchor,
                                   drop_last=False if method.every_sample else None,
                                   channels_last=channels_last, shard=(dist.rank, dist.world))
     # evaluation batches: large on a GPU; 256 on a CPU, where 1024 runs at half the speed (cache)

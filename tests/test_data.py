@@ -456,6 +456,7 @@ def test_same_class_batches_hold_same_class_groups():
             groups = b.index.view(3, 4)
             assert (y[groups] == y[groups[:, :1]]).all(), "every anchor brings samples of its class"
             assert (groups[:, 1:] != groups[:, :1]).all(), "never the anchor itself"
+            assert all(len(set(g[1:].tolist())) == 3 for g in groups), "extras drawn without replacement"
             assert torch.equal(b.y, y[b.index])
             anchors += groups[:, 0].tolist()
     assert len(set(anchors[:15])) == 15, "anchors within an epoch are distinct samples"
@@ -464,6 +465,22 @@ def test_same_class_batches_hold_same_class_groups():
     with pytest.raises(ValueError, match="at least 2 samples"):
         Loader(x[:6], torch.tensor([0, 0, 1, 1, 2, 3]), (0.5,), (0.25,), batch_size=4, train=True, same_class=1)
 
+
+
+def test_every_anchor_makes_every_image_an_anchor_once_per_epoch():
+    """BAKE's official sampler: batch-size anchors plus their same-class samples, every image an
+    anchor once per epoch (1 + M times the images of a plain epoch); too small a class wraps."""
+    x, y = _toy(n=60, classes=5)
+    loader = Loader(x, y, (0.5,), (0.25,), batch_size=12, train=True, seed=0, same_class=3, every_anchor=True)
+    assert len(loader) == 20
+    anchors = [a for b in loader for a in b.index.view(-1, 4)[:, 0].tolist()]
+    assert sorted(anchors) == list(range(60))
+    small = Loader(x[:8], torch.tensor([0, 0, 1, 1, 1, 1, 1, 1]), (0.5,), (0.25,), batch_size=8, train=True,
+                   same_class=3, every_anchor=True)
+    for b in small:
+        groups = b.index.view(-1, 4)
+        assert (small.y[groups] == small.y[groups[:, :1]]).all()
+        assert (groups[:, 1:] != groups[:, :1]).all()
 
 @pytest.mark.parametrize("same_class", [0, 1])
 def test_shards_split_the_global_batch_and_its_augmentation(same_class):

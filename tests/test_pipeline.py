@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import kd.experiments
 from kd.params import PROFILES, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ def test_every_paper_has_a_stage_a_notebook_and_an_experiment_module():
     for paper in PAPERS:
         assert (ROOT / "notebooks" / f"{paper}.ipynb").exists(), paper
         module = importlib.import_module(f"kd.experiments.{paper}")
-        assert callable(module.configs) and callable(module.teacher_names), paper
+        assert callable(module.plan) and callable(module.teacher_names), paper
     report_deps = DVC["stages"]["report"]["deps"]
     assert all(f"results/${{profile}}/{p}/metrics.json" in report_deps for p in STUDIES)
 
@@ -69,7 +70,7 @@ def test_teachers_used_by_papers_are_trained_in_that_profile(profile):
         sec = P.section(paper)
         needed = set(module.teacher_names(P, sec))
         assert needed <= trained, f"{paper} on {profile} needs untrained teachers {needed - trained}"
-        for cfg in module.configs(P, sec):
+        for cfg in kd.experiments.configs(module.plan(P, sec)):
             cfg.validate()
 
 

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 import kd.data
+import kd.experiments
 import kd.models
 from kd import params as kd_params
 from kd import runs as kd_runs
@@ -264,6 +265,20 @@ def test_profile_trains_teachers_and_students_into_its_folders(tmp_path, monkeyp
     assert out == tmp_path / "results" / "quick" / "mypaper" and (out / "figures").is_dir()
 
 
+
+def test_a_plan_lists_each_training_once_and_comes_back_with_runs_in_place(tmp_path, monkeypatch, fits):
+    """kd.experiments.configs / run_plan: any nesting of dicts and lists, a config shared by two
+    rows trained once, the plan's shape kept."""
+    monkeypatch.setenv("KD_RUNS", str(tmp_path / "runs"))
+    P = Profile(params=custom_params())
+    a, b = tiny(seed=0), tiny(seed=1)
+    plan = {"main": {"CE": [a, b], "again": [a]}, "chains": [[b], {"x": a}]}
+    assert [c.hash() for c in kd.experiments.configs(plan)] == [a.hash(), b.hash()]
+    runs = kd.experiments.run_plan(P, plan)
+    assert len(fits) == 2
+    assert runs["main"]["CE"][0].path == runs["main"]["again"][0].path == runs["chains"][1]["x"].path
+    assert runs["chains"][0][0].config.hash() == b.hash()
+
 # ----------------------------------------------------------------------------- params.yaml
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -321,7 +336,7 @@ def test_paper_profile_resolves_every_section_and_its_configs_validate(paper_pro
         module = importlib.import_module(f"kd.experiments.{paper}")
     except ModuleNotFoundError:
         pytest.skip(f"kd.experiments.{paper} is not written yet")
-    configs = module.configs(P, sec)
+    configs = kd.experiments.configs(module.plan(P, sec))
     assert configs, "the paper profile trains something"
     trained = set(P.teacher_names())
     assert set(module.teacher_names(P, sec)) <= trained

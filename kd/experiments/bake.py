@@ -7,8 +7,12 @@ on one network (`model`) and one schedule, without a teacher:
   samples of each anchor's class; the control that keeps the sampler and drops the loss),
   label smoothing (`smoothing`, random batches) and BAKE (tau `temperature`, `omega`,
   `weight`, M);
-- claim 2: BAKE for each omega of `omegas` (at M) and each M of `same_class_sweep` (at omega);
-  the default's run is shared.
+- claim 2: BAKE for each omega of `omegas` (at M) and each M of `same_class_sweep` (at omega)
+  on the first `sweep_seeds` seeds; the default's run is shared;
+- the official batches (`official_seeds` seeds): BAKE and the same-class CE with batches of
+  `batch_size` anchors plus M same-class samples each, every image an anchor once per epoch,
+  as the official sampler draws them: 1 + M times the images per step and per epoch of the
+  runs above, which keep the images per epoch of plain CE.
 Claim 3 times training steps (`time_steps`); claim 4 looks inside one batch of the trained
 BAKE model (`batch_view`), for every seed (`affinity_by_seed`). Comparisons pair runs by seed
 (`by_seed`, `sweep_by_seed`: {seed: value}).
@@ -66,20 +70,35 @@ def _check_batch(P, sec: dict) -> None:
 
 def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     """{group: {row label: [TrainConfig per seed]}}; groups "main" (CE, CE same-class, label
-    smoothing, BAKE), "omega" ('omega=w', at M = same_class), "M" ('M=m', at omega)."""
+    smoothing, BAKE), "omega" ('omega=w', at M = same_class), "M" ('M=m', at omega), "official"
+    (CE, CE same-class and BAKE with the official batches)."""
     _check_batch(P, sec)
-    out: dict[str, dict[str, list[TrainConfig]]] = {"main": {}, "omega": {}, "M": {}}
+    out: dict[str, dict[str, list[TrainConfig]]] = {"main": {}, "omega": {}, "M": {}, "official": {}}
     model, M = sec["model"], int(sec["same_class"])
+    sweep_seeds = P.first_seeds(sec.get("sweep_seeds"))
+    official_seeds = P.first_seeds(sec["official_seeds"]) if sec.get("official_seeds") else []
+    official_batch = (1 + M) * P.config(model, "ce", paper=PAPER).batch_size
 
     def add(group, row, cfg):
         out[group].setdefault(row, []).append(cfg)
 
     for seed in P.seeds:
-        add("main", "CE", P.config(model, "ce", seed=seed, paper=PAPER))
+        ce = P.config(model, "ce", seed=seed, paper=PAPER)
+        add("main", "CE", ce)
         add("main", "CE same-class", P.config(model, "ce", seed=seed, method_args={"same_class": M}, paper=PAPER))
         add("main", "label smoothing", P.config(model, "label_smoothing", seed=seed,
                                                 method_args={"smoothing": float(sec["smoothing"])}, paper=PAPER))
         add("main", "BAKE", P.config(model, "bake", seed=seed, method_args=bake_args(sec), paper=PAPER))
+        if seed in official_seeds:
+            add("official", "CE", ce)
+            add("official", "CE same-class, official batches",
+                P.config(model, "ce", seed=seed, method_args={"same_class": M, "every_anchor": True}, paper=PAPER,
+                         batch_size=official_batch))
+            add("official", "BAKE, official batches",
+                P.config(model, "bake", seed=seed, method_args={**bake_args(sec), "every_anchor": True}, paper=PAPER,
+                         batch_size=official_batch))
+        if seed not in sweep_seeds:
+            continue
         for w in sec["omegas"]:
             add("omega", omega_label(w), P.config(model, "bake", seed=seed, method_args=bake_args(sec, omega=w),
                                                   paper=PAPER))
@@ -92,24 +111,6 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
 def teacher_names(P, sec: dict) -> list[str]:
     """BAKE's teacher is the batch's own ensembled predictions: no params.yaml teacher."""
     return []
-
-
-def configs(P, sec: dict) -> list[TrainConfig]:
-    """Every training of the notebook, each configuration once."""
-    unique: dict[str, TrainConfig] = {}
-    for group in plan(P, sec).values():
-        for cfgs in group.values():
-            for c in cfgs:
-                unique.setdefault(c.hash(), c)
-    return list(unique.values())
-
-
-def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
-    """Train what is missing (cached runs are reused); `plan` with Runs in place of configs."""
-    p = plan(P, sec)
-    cfgs = configs(P, sec)
-    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
-    return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
 
 
 def paper_text(results: dict, network: str = "resnet18") -> str:

@@ -87,24 +87,6 @@ def teacher_names(P, sec: dict) -> list[str]:
     return list(dict.fromkeys([*sec["stronger_teachers"], *(p["teacher"] for p in sec["pairs"])]))
 
 
-def configs(P, sec: dict) -> list[TrainConfig]:
-    """Every training of the notebook, each configuration once."""
-    unique: dict[str, TrainConfig] = {}
-    for group in plan(P, sec).values():
-        for cfgs in group.values():
-            for c in cfgs:
-                unique.setdefault(c.hash(), c)
-    return list(unique.values())
-
-
-def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
-    """Train what is missing (cached runs are reused); `plan` with Runs in place of configs."""
-    p = plan(P, sec)
-    cfgs = configs(P, sec)
-    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
-    return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
-
-
 def stronger_frame(P, sec: dict, stronger: dict) -> pd.DataFrame:
     """One row per (teacher, seed, method): the teacher's test top-1 and parameter count, and
     the student's top-1, KL(t||s) and agreement with its teacher (test split, last epoch).

@@ -81,7 +81,7 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     """{group: {row label: [TrainConfig per seed]}}; groups "pairs" (rows '<pair> CE|KD|DKD'),
     "ablation" (CE, TCKD only, NCKD only, KD (CE 1), KD, DKD on the first pair), "sweep" (rows 'beta=b')."""
     out: dict[str, dict[str, list[TrainConfig]]] = {"pairs": {}, "ablation": {}, "sweep": {}}
-    sweep_seeds = P.seeds[:sec["sweep_seeds"]] if sec.get("sweep_seeds") else P.seeds
+    sweep_seeds = P.first_seeds(sec.get("sweep_seeds"))
     for i, pair in enumerate(sec["pairs"]):
         rows = {}
         for seed in P.seeds:
@@ -114,25 +114,6 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
 
 def teacher_names(P, sec: dict) -> list[str]:
     return list(dict.fromkeys(p["teacher"] for p in sec["pairs"]))
-
-
-def configs(P, sec: dict) -> list[TrainConfig]:
-    """Every training of the notebook, each configuration once."""
-    unique: dict[str, TrainConfig] = {}
-    for group in plan(P, sec).values():
-        for cfgs in group.values():
-            for c in cfgs:
-                unique.setdefault(c.hash(), c)
-    return list(unique.values())
-
-
-def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
-    """Train what is missing (cached runs are reused) and return `plan` with Runs in place
-    of the configurations."""
-    p = plan(P, sec)
-    cfgs = configs(P, sec)
-    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
-    return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
 
 
 # ---------------------------------------------------------------- analysis

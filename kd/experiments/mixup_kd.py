@@ -99,24 +99,6 @@ def teacher_names(P, sec: dict) -> list[str]:
     return list(dict.fromkeys(sec["teachers"].values()))
 
 
-def configs(P, sec: dict) -> list[TrainConfig]:
-    """Every training of the notebook, each configuration once."""
-    unique: dict[str, TrainConfig] = {}
-    for group in plan(P, sec).values():
-        for cfgs in group.values():
-            for c in cfgs:
-                unique.setdefault(c.hash(), c)
-    return list(unique.values())
-
-
-def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
-    """Train what is missing (cached runs are reused); `plan` with Runs in place of configs."""
-    p = plan(P, sec)
-    cfgs = configs(P, sec)
-    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
-    return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
-
-
 # ---------------------------------------------------------------- smoothness measures
 def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
     return cfg.load_data()

@@ -46,7 +46,7 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     PS-KD), "alphas" ('alpha_T=a'), "cutout" (CE, CE + cutout, PS-KD, PS-KD + cutout)."""
     out: dict[str, dict[str, list[TrainConfig]]] = {"main": {}, "alphas": {}, "cutout": {}}
     model, cut = sec["model"], int(sec["cutout"])
-    sweep_seeds = P.seeds[:sec["sweep_seeds"]] if sec.get("sweep_seeds") else P.seeds
+    sweep_seeds = P.first_seeds(sec.get("sweep_seeds"))
 
     def add(group, row, cfg):
         out[group].setdefault(row, []).append(cfg)
@@ -72,24 +72,6 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
 def teacher_names(P, sec: dict) -> list[str]:
     """PS-KD is its own teacher (its predictions of the previous epoch): no params.yaml teacher."""
     return []
-
-
-def configs(P, sec: dict) -> list[TrainConfig]:
-    """Every training of the notebook, each configuration once."""
-    unique: dict[str, TrainConfig] = {}
-    for group in plan(P, sec).values():
-        for cfgs in group.values():
-            for c in cfgs:
-                unique.setdefault(c.hash(), c)
-    return list(unique.values())
-
-
-def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
-    """Train what is missing (cached runs are reused); `plan` with Runs in place of configs."""
-    p = plan(P, sec)
-    cfgs = configs(P, sec)
-    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
-    return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
 
 
 # ---------------------------------------------------------------- confidence metrics

@@ -75,7 +75,7 @@ def control_configs(P, sec: dict, model: str, seed: int) -> dict[str, TrainConfi
             "ce_long": base.replace(epochs=base.epochs * (int(sec["generations"]) + 1))}
 
 
-def experiment(P, sec: dict) -> dict:
+def plan(P, sec: dict) -> dict:
     """{model: {"generations": [[cfg per generation] per seed], "long_teacher": [cfg per seed],
     "long_student": [...], and for control models "label_smoothing": [...], "ce_long": [...]}}."""
     out = {}
@@ -94,26 +94,6 @@ def experiment(P, sec: dict) -> dict:
 def teacher_names(P, sec: dict) -> list[str]:
     """Self-distillation trains its own teachers: no params.yaml teacher is needed."""
     return []
-
-
-def configs(P, sec: dict) -> list[TrainConfig]:
-    """Every training of the notebook, each once (teachers first where a chain needs them)."""
-    seen, out = set(), []
-
-    def add(node):
-        if isinstance(node, TrainConfig):
-            if node.hash() not in seen:
-                seen.add(node.hash())
-                out.append(node)
-        elif isinstance(node, dict):
-            for v in node.values():
-                add(v)
-        else:
-            for v in node:
-                add(v)
-
-    add(experiment(P, sec))
-    return out
 
 
 def by_seed(runs, key: str = "top1") -> dict[int, float]:
@@ -267,22 +247,6 @@ def scale_label(cfg: TrainConfig, P) -> str:
     k = len(P.seeds)
     return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
             f"{k} seed{'s' if k > 1 else ''}, last epoch")
-
-
-def run_experiment(P, sec: dict) -> dict:
-    """`experiment(P, sec)` with every TrainConfig replaced by its Run (all trainings through
-    one `P.run_all`, so a GPU profile trains them in parallel, generations level by level)."""
-    cfgs = configs(P, sec)
-    by_hash = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
-
-    def swap(node):
-        if isinstance(node, TrainConfig):
-            return by_hash[node.hash()]
-        if isinstance(node, dict):
-            return {k: swap(v) for k, v in node.items()}
-        return [swap(v) for v in node]
-
-    return swap(experiment(P, sec))
 
 
 def flatness_settings(sec: dict) -> dict:

@@ -6,7 +6,9 @@ The trainings of notebooks/takd.ipynb, per family (params.yaml `takd.plane`, `ta
 - claim 1, the capacity gap: the student trained alone (CE), and distilled from each model of
   the family trained alone (the assistants' sizes and the largest teacher; params.yaml teachers);
 - claim 2, teacher assistants: each assistant distilled from the largest teacher, then the
-  student distilled from that assistant (a chain of nested TrainConfigs);
+  student distilled from that assistant (a chain of nested TrainConfigs). An assistant is
+  trained as a teacher is (its params.yaml recipe: the teachers' epochs and settings, the
+  profile's teacher seed), so it differs from the same model trained alone only in its loss;
 - claim 3, multi-step: the student at the end of the full chain teacher -> every assistant
   (largest first) -> student.
 
@@ -72,17 +74,25 @@ def kd_config(P, sec: dict, name: str, model: str, teacher: TrainConfig, seed: i
                     paper="takd", **f["train"])
 
 
+def assistant_config(P, sec: dict, assistant: str, teacher: TrainConfig, seed: int) -> TrainConfig:
+    """The params.yaml teacher `assistant` distilled with TAKD's loss from the run `teacher`,
+    with the recipe and seed it is trained with alone (the official code trains every model of
+    a chain with the same recipe)."""
+    return P.teacher_config(assistant, seed).replace(method="takd", method_args=method_args(sec), teacher=teacher)
+
+
 def chain_config(P, sec: dict, name: str, models: list[str], seed: int) -> TrainConfig:
-    """The last model of `models` = [teacher, intermediate..., student] distilled step by step:
-    the first model is the params.yaml teacher trained alone, each next one is distilled from the
-    previous one's run. The result is one TrainConfig whose `.teacher` nests the chain."""
+    """The last model of `models` = [teacher, assistants..., student] distilled step by step:
+    the first model is the params.yaml teacher trained alone, each assistant is distilled from
+    the previous run with the teachers' recipe, the student with the family's. The result is
+    one TrainConfig whose `.teacher` nests the chain."""
     cfg = P.teacher_config(models[0], seed)
-    for model in models[1:]:
-        cfg = kd_config(P, sec, name, model, cfg, seed)
-    return cfg
+    for assistant in models[1:-1]:
+        cfg = assistant_config(P, sec, assistant, cfg, seed)
+    return kd_config(P, sec, name, models[-1], cfg, seed)
 
 
-def experiment(P, sec: dict) -> dict:
+def plan(P, sec: dict) -> dict:
     """{family: {"ce": [cfg per seed], "gap": {teacher: [cfg per seed]},
     "assistant": {assistant: [cfg per seed]}, "chain": [cfg per seed] (if the family has one)}}.
 
@@ -108,32 +118,7 @@ def experiment(P, sec: dict) -> dict:
 
 def teacher_names(P, sec: dict) -> list[str]:
     """The params.yaml teachers the notebook distils from."""
-    return list(dict.fromkeys(t for name in experiment(P, sec) for t in sizes(sec, name)))
-
-
-def _flatten(node):
-    if isinstance(node, TrainConfig):
-        yield node
-    elif isinstance(node, dict):
-        for v in node.values():
-            yield from _flatten(v)
-    else:
-        for v in node:
-            yield from _flatten(v)
-
-
-def configs(P, sec: dict) -> list[TrainConfig]:
-    """Every training of the notebook (teachers and assistants are nested in them)."""
-    return _unique(_flatten(experiment(P, sec)))
-
-
-def _unique(cfgs) -> list[TrainConfig]:
-    seen, out = set(), []
-    for c in cfgs:
-        if c.hash() not in seen:
-            seen.add(c.hash())
-            out.append(c)
-    return out
+    return list(dict.fromkeys(t for name in plan(P, sec) for t in sizes(sec, name)))
 
 
 def chain_models(cfg: TrainConfig) -> list[str]:
@@ -171,23 +156,6 @@ def official_learning_rate(epoch: int, epochs: int, plane: bool) -> float:
 
 
 # ----------------------------------------------------------------------------- running and analysis
-
-def run_experiment(P, sec: dict) -> dict:
-    """`experiment(P, sec)` with every TrainConfig replaced by its Run (trained now if missing;
-    all trainings go through one `P.run_all`, so a GPU profile runs them in parallel)."""
-    plan = experiment(P, sec)
-    cfgs = configs(P, sec)
-    by_hash = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
-
-    def swap(node):
-        if isinstance(node, TrainConfig):
-            return by_hash[node.hash()]
-        if isinstance(node, dict):
-            return {k: swap(v) for k, v in node.items()}
-        return [swap(v) for v in node]
-
-    return swap(plan)
-
 
 def paper_assistant(paper: dict, name: str) -> str | None:
     """The assistant of the paper's chain that our family stands in for (data/paper_results.yaml

@@ -58,23 +58,6 @@ def teacher_names(P, sec: dict) -> list[str]:
     return list(dict.fromkeys([sec["control"]["teacher"], *sec["ladder"]]))
 
 
-def configs(P, sec: dict) -> list[TrainConfig]:
-    unique: dict[str, TrainConfig] = {}
-    for group in plan(P, sec).values():
-        for cfgs in group.values():
-            for c in cfgs:
-                unique.setdefault(c.hash(), c)
-    return list(unique.values())
-
-
-def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
-    """Train what is missing (cached runs are reused); `plan` with Runs in place of configurations."""
-    p = plan(P, sec)
-    cfgs = configs(P, sec)
-    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
-    return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
-
-
 # ---------------------------------------------------------------- analysis
 def entropy(logits: torch.Tensor, temperature: float) -> float:
     """Mean entropy (nats) of softmax(logits / T)."""

@@ -55,21 +55,23 @@ def zipf_label(args: dict) -> str:
 
 def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     """{group: {row label: [TrainConfig per seed]}}; groups "main" (CE, label smoothing, Zipf LS
-    image-level, Zipf LS dense), "powers" (rows 'power=p'), "weights" (rows 'lambda=w')."""
+    image-level, Zipf LS dense), "powers" (rows 'power=p'), "weights" (rows 'lambda=w'); the sweeps
+    on the first `sweep_seeds` seeds."""
     model = sec["model"]
     out: dict[str, dict[str, list[TrainConfig]]] = {"main": {}, "powers": {}, "weights": {}}
 
-    def add(group, label, method, args=None):
-        out[group][label] = [P.config(model, method, seed=s, method_args=args, paper=PAPER) for s in P.seeds]
+    def add(group, label, method, args=None, seeds=P.seeds):
+        out[group][label] = [P.config(model, method, seed=s, method_args=args, paper=PAPER) for s in seeds]
 
     add("main", "CE", "ce")
     add("main", f"label smoothing {sec['smoothing']:g}", "label_smoothing", {"smoothing": float(sec["smoothing"])})
     add("main", "Zipf LS (image-level)", "zipf_ls", zipf_args(sec, dense=False))
     add("main", "Zipf LS (dense)", "zipf_ls", zipf_args(sec, dense=True))
+    sweep_seeds = P.first_seeds(sec.get("sweep_seeds"))
     for p in sec["powers"]:
-        add("powers", f"power={float(p):g}", "zipf_ls", zipf_args(sec, power=p))
+        add("powers", f"power={float(p):g}", "zipf_ls", zipf_args(sec, power=p), sweep_seeds)
     for w in sec["weights"]:
-        add("weights", f"lambda={float(w):g}", "zipf_ls", zipf_args(sec, weight=w))
+        add("weights", f"lambda={float(w):g}", "zipf_ls", zipf_args(sec, weight=w), sweep_seeds)
     return out
 
 
@@ -80,24 +82,6 @@ def main_label(sec: dict) -> str:
 
 def teacher_names(P, sec: dict) -> list[str]:
     return [sec["teacher"]]
-
-
-def configs(P, sec: dict) -> list[TrainConfig]:
-    """Every training of the notebook, each configuration once."""
-    unique: dict[str, TrainConfig] = {}
-    for group in plan(P, sec).values():
-        for cfgs in group.values():
-            for c in cfgs:
-                unique.setdefault(c.hash(), c)
-    return list(unique.values())
-
-
-def run_plan(P, sec: dict) -> dict[str, dict[str, list]]:
-    """Train what is missing (cached runs are reused); `plan` with Runs in place of configs."""
-    p = plan(P, sec)
-    cfgs = configs(P, sec)
-    runs = {c.hash(): r for c, r in zip(cfgs, P.run_all(cfgs))}
-    return {g: {k: [runs[c.hash()] for c in v] for k, v in rows.items()} for g, rows in p.items()}
 
 
 def sweep_frame(group: dict[str, list], key: str = "top1") -> pd.DataFrame:
