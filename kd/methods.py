@@ -64,7 +64,6 @@ class Method:
     same_architecture = False  # the teacher must have the student's architecture
     same_class = 0             # loader: extra same-class samples per anchor (BAKE)
     every_anchor = False       # loader: every image an anchor once per epoch (BAKE's official sampler)
-    uses_features = False      # student is called with return_features=True
     every_sample = False       # loader keeps the last, smaller batch: every sample every epoch (PS-KD)
 
     def setup(self, train_labels: torch.Tensor, num_classes: int, device: torch.device, seed: int) -> None:
@@ -259,8 +258,6 @@ class BAKE(Method):
     `every_anchor`, every image once as an anchor (the official sampler: 1 + same_class
     times the images of a plain epoch)."""
 
-    uses_features = True
-
     def __init__(self, temperature: float = 4.0, omega: float = 0.5, weight: float = 1.0,
                  same_class: int = 3, every_anchor: bool = False):
         _check_positive(temperature=temperature)
@@ -282,8 +279,6 @@ class ZipfLS(Method):
     """Zipf's label smoothing (Liang et al., ECCV 2022): CE + weight KL(zipf || softmax over
     the non-target logits); classes ranked by the logits (image-level) or, with dense=True,
     by per-location argmax votes on the 2x-upsampled last feature map."""
-
-    uses_features = True
 
     def __init__(self, power: float = 1.0, weight: float = 0.1, dense: bool = False):
         _check_non_negative(power=power, weight=weight)

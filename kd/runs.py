@@ -8,12 +8,16 @@ a GPU machine as plain Python (`python -m kd run-many ...`) and the notebooks pi
 results up here.
 
 Layout: <root>/<model>-<method>-<hash>/ with config.json, metrics.csv, final.json,
-model.pt, eval_logits.pt, and checkpoint.pt while a run is unfinished.
+model.pt, eval_logits.pt, and checkpoint.pt while a run is unfinished; beside each folder a
+`.lock` file: two processes asked for the same run (two notebooks, `run-many` beside a
+notebook, `dvc exp run --queue`) take turns, and the second finds the first's finished run.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +90,18 @@ def find(cfg: TrainConfig, roots) -> Run | None:
     return None
 
 
+@contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on `path`.lock while the block runs (waits for another holder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run(cfg: TrainConfig, *, root: str | os.PathLike | None = None, device=None,
         progress: bool | None = None, lookup=(), **fit_options) -> Run:
     """Train `cfg` (and, first, any teacher it names) into `root` unless a finished run of
@@ -99,8 +115,12 @@ def run(cfg: TrainConfig, *, root: str | os.PathLike | None = None, device=None,
     if cfg.teacher is not None:
         teacher = run(cfg.teacher, root=root, device=device, progress=progress, lookup=lookup,
                       **fit_options).model(device or "cpu")
-    fit(cfg, run_dir(cfg, root), teacher=teacher, device=device, progress=progress, **fit_options)
-    return Run(run_dir(cfg, root))
+    with _locked(run_dir(cfg, root)):
+        done = find(cfg, [root, *lookup])  # another process may have finished it meanwhile
+        if done is None:
+            fit(cfg, run_dir(cfg, root), teacher=teacher, device=device, progress=progress, **fit_options)
+            done = Run(run_dir(cfg, root))
+    return done
 
 
 def dependency_levels(configs: list[TrainConfig]) -> list[list[TrainConfig]]:

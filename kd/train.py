@@ -208,7 +208,12 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     ckpt_path = run_dir / "checkpoint.pt"
     start_epoch, state = 0, None
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        try:
+            state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        except Exception as e:  # truncated or corrupt: never restart silently, never resume garbage
+            raise RuntimeError(f"{ckpt_path} cannot be read ({type(e).__name__}: {e}); the file is truncated or "
+                               "corrupt (checkpoints are written atomically, so a disk error or another program). "
+                               "Delete it to train this run from the start, or pass resume=False") from e
         if state["hash"] != cfg.hash():
             raise ValueError(f"{ckpt_path} belongs to another configuration (hash {state['hash']}, this run "
                              f"{cfg.hash()}); delete it, pass resume=False, or use another run directory")

@@ -106,6 +106,37 @@ def test_student_trains_its_teacher_first_and_lookup_finds_teachers_elsewhere(tm
     assert (kd_runs.run_dir(teacher, other) / "final.json").exists()
 
 
+_RACE = """
+import sys
+import torch
+from kd import runs
+from kd.train import TrainConfig
+torch.set_num_threads(1)
+real = runs.fit
+def recording(cfg, run_dir, **kw):
+    open(sys.argv[2], "a").write("trained\\n")
+    return real(cfg, run_dir, **kw)
+runs.fit = recording
+cfg = TrainConfig(model="plane2", dataset="digits", train_subset=200, eval_subset=100, epochs=2, batch_size=50,
+                  lr=0.05, schedule="cosine", crop_pad=1, seed=5)
+print(runs.run(cfg, root=sys.argv[1], device="cpu", progress=False).path)
+"""
+
+
+def test_two_processes_asked_for_one_run_train_it_once(tmp_path):
+    """A lock per run: the second process waits, then finds the first's finished run."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "trained.log"
+    procs = [subprocess.Popen([sys.executable, "-c", _RACE, str(tmp_path / "store"), str(log)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    paths = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert paths[0] == paths[1] and log.read_text() == "trained\n"
+    run = kd_runs.Run(Path(paths[0]))
+    assert len(run.history) == 2 and (run.path / "final.json").exists()
+
 def test_dependency_levels_put_teachers_first_and_drop_duplicates():
     t = tiny(model="plane4")
     a = tiny(method="kd", teacher=t, model="plane2")

@@ -299,6 +299,15 @@ def test_resuming_from_another_configurations_checkpoint_fails(tmp_path, monkeyp
     assert json.loads((tmp_path / "config.json").read_text())["lr"] == 0.01
 
 
+
+def test_a_truncated_checkpoint_is_a_clear_error_not_a_restart(tmp_path, monkeypatch):
+    train(tiny(epochs=1), tmp_path)
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    monkeypatch.setattr(kd_train._FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(RuntimeError, match="checkpoint.pt cannot be read .*truncated or corrupt.*Delete it"):
+        train(tiny(epochs=1), tmp_path)
+
 # ----------------------------------------------------------------------------- schedules
 
 def test_multistep_decays_at_fractional_milestones():
