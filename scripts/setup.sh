@@ -25,7 +25,8 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing torch and torchvision (pinned in pyproject.toml)"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    # torch first and on its own, so that pip takes the pinned build (see README: CPU / GPU).
+    # torch first and on its own, so that pip takes the pinned build (on a GPU machine, install the
+    # CUDA build of the same version into .venv first: pip then keeps it).
     .venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
     say "installing kd and the pinned notebook and test tools"
     .venv/bin/python -m pip install --quiet -e ".[notebooks,test]"
