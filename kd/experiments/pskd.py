@@ -4,9 +4,9 @@ Hwang; ICCV 2021): the trainings of notebooks/pskd.ipynb and its analysis helper
 Every training the notebook needs (params.yaml section `pskd`, resolved for a profile), all
 on one network (`model`) and one schedule, without a teacher:
 - claim 1 / 2: cross-entropy (CE), label smoothing (`smoothing`) and PS-KD (`alpha_T`);
-- claim 4: PS-KD for each alpha_T of `alphas` on the first `sweep_seeds` seeds (the run with
-  alpha_T itself is shared);
-- claim 5: CE + cutout and PS-KD + cutout (`cutout`-pixel squares, DeVries & Taylor 2017).
+- claim 4: PS-KD for each alpha_T of `alphas` (the run with alpha_T itself is shared);
+- claim 5: CE + cutout and PS-KD + cutout (`cutout`-pixel squares, DeVries & Taylor 2017);
+claims 4 and 5 on the first `sweep_seeds` seeds.
 Claim 3 (hard-example mining) needs no training of its own: it differentiates the losses at
 the logits of the trained PS-KD model (`logit_gradients`).
 """
@@ -59,7 +59,9 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
         add("main", "CE", ce)
         add("main", "label smoothing", ls)
         add("main", "PS-KD", ps)
-        for a in sec["alphas"] if seed in sweep_seeds else ():
+        if seed not in sweep_seeds:
+            continue
+        for a in sec["alphas"]:
             add("alphas", alpha_label(a), P.config(model, "pskd", seed=seed, method_args=pskd_args(a), paper=PAPER))
         add("cutout", "CE", ce)
         add("cutout", "CE + cutout", P.config(model, "ce", seed=seed, paper=PAPER, cutout=cut))
