@@ -14,24 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import torch
+from bench_common import device_name
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def finished_runs(store: Path) -> int:
@@ -71,7 +62,7 @@ def main(argv=None) -> int:
         record[paper] = {"trainings_s": round(train_s), "notebook_s": round(notebook_s),
                          "stage_s": round(train_s + notebook_s), "runs_trained": trained,
                          "workers": P.workers, "threads_per_training": int(os.environ.get("OMP_NUM_THREADS", 0)) or None,
-                         "cpus": os.cpu_count(), "machine": cpu_model(),
+                         "cpus": os.cpu_count(), "machine": device_name(torch.device("cpu")),
                          "date": time.strftime("%Y-%m-%d")}
         atomic_write_text(out, json.dumps(record, indent=2, sort_keys=True) + "\n")
         print(f"{paper}: {record[paper]}", flush=True)
