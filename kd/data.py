@@ -95,6 +95,9 @@ def load(name: str, root: str | os.PathLike | None = None, *, train_subset: int 
     test set: use it for tuning, and the test set for reporting.
     """
     facts = info(name)
+    if root is not None and not download and not Path(root).is_dir():  # never fall back to another copy
+        raise FileNotFoundError(f"data root {root} does not exist (download into it with "
+                                f"`python -m kd data {name} --root {root}`, or leave it unset)")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     for label, n in (("train_subset", train_subset), ("eval_subset", eval_subset)):

@@ -31,17 +31,46 @@ def available() -> list[str]:
     return sorted(REGISTRY)
 
 
-def create(name: str, **hyperparameters) -> "Method":
-    """The method `name` with its hyperparameters; unknown names or arguments fail clearly."""
+def _signature(name: str) -> dict[str, inspect.Parameter]:
     if name not in REGISTRY:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(available())}")
-    cls = REGISTRY[name]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = set(hyperparameters) - accepted
+    return {k: p for k, p in inspect.signature(REGISTRY[name].__init__).parameters.items() if k != "self"}
+
+
+def _check_arguments(name: str, hyperparameters: dict) -> dict[str, inspect.Parameter]:
+    accepted = _signature(name)
+    unknown = set(hyperparameters) - set(accepted)
     if unknown:
         raise ValueError(f"method {name!r} got unknown hyperparameters {sorted(unknown)}; "
                          f"it accepts {sorted(accepted)}")
-    return cls(**hyperparameters)
+    return accepted
+
+
+def _check_types(name: str, hyperparameters: dict, accepted: dict[str, inspect.Parameter]) -> None:
+    """Each value has its default's type (an int where a float is expected is fine)."""
+    for key, value in hyperparameters.items():
+        default = accepted[key].default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = default is None or isinstance(value, type(default))
+        if not ok:
+            raise ValueError(f"method {name!r}: {key} must be a {type(default).__name__} like its default "
+                             f"{default!r}, got {value!r}")
+
+
+def create(name: str, **hyperparameters) -> "Method":
+    """The method `name` with its hyperparameters; unknown names, arguments or types fail clearly."""
+    _check_types(name, hyperparameters, _check_arguments(name, hyperparameters))
+    return REGISTRY[name](**hyperparameters)
+
+
+def resolved_args(name: str, hyperparameters: dict) -> dict:
+    """`hyperparameters` with the method's defaults filled in for the ones not given."""
+    accepted = _check_arguments(name, hyperparameters)
+    return {k: hyperparameters.get(k, p.default) for k, p in accepted.items()}
 
 
 def _check_positive(**values):
@@ -60,6 +89,8 @@ class Method:
     """Base class. Subclasses set the class attributes they need and override the hooks."""
 
     name = "base"
+    version = 1                # part of each run's identity: bump when what the method or a loss
+                               # function it calls computes changes, so old runs are not reused
     needs_teacher = False
     same_architecture = False  # the teacher must have the student's architecture
     same_class = 0             # loader: extra same-class samples per anchor (BAKE)

@@ -49,11 +49,38 @@ def resolve(value, profile: str, inherits: str | None = None):
     return value
 
 
+def parse_seeds(seeds) -> list[int]:
+    """[0, 1], 3, "[0, 1]", "0,1" or "3" as a list of distinct non-negative ints, else a clear error."""
+    value = yaml.safe_load(f"[{seeds.strip().strip('[]')}]") if isinstance(seeds, str) else seeds
+    value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if (not isinstance(value, (list, tuple)) or not value or len(set(value)) != len(value)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+        raise ValueError(f"seeds must be distinct non-negative integers such as [0, 1, 2], got {seeds!r}")
+    return list(value)
+
+
+def _section_keys(paper: str) -> set[str] | None:
+    """The keys a paper's experiment module reads from its section (its SECTION_KEYS), or None
+    for a section without a module."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"kd.experiments.{paper}")
+    except ModuleNotFoundError as e:
+        if e.name != f"kd.experiments.{paper}":
+            raise
+        return None
+    return set(module.SECTION_KEYS)
+
+
 class Profile:
     """One profile of params.yaml, with helpers that turn paper sections into runs."""
 
-    def __init__(self, name: str | None = None, params: dict | None = None, check_device: bool = True):
-        """check_device=False: read a GPU profile on a machine without one (nothing trains)."""
+    def __init__(self, name: str | None = None, params: dict | None = None, check_device: bool = True,
+                 seeds=None):
+        """check_device=False: read a GPU profile on a machine without one (nothing trains).
+        seeds: the seeds to run instead of the profile's (a notebook's `seeds` parameter): a
+        list, one int, or their text as papermill's `-p seeds "[0, 1]"` passes it."""
         self.params = copy.deepcopy(params) if params is not None else load_params()
         name = name or self.params.get("profile", "quick")
         if name not in self.params["profiles"]:
@@ -61,7 +88,7 @@ class Profile:
                              f"{', '.join(self.params['profiles'])}")
         self.name = name
         self.settings = self.params["profiles"][name]
-        self.seeds: list[int] = list(self.settings["seeds"])
+        self.seeds: list[int] = list(self.settings["seeds"]) if seeds is None else parse_seeds(seeds)
         self.device: str = self.settings.get("device", "cpu")
         self.workers: int = int(self.settings.get("workers", 1))
         # a smoke-test profile: its verdicts are `not tested` (kd.report.Report)
@@ -103,6 +130,11 @@ class Profile:
         if paper not in self.params:
             raise KeyError(f"params.yaml has no section {paper!r}")
         sec = resolve(self.params[paper], self.name, self.inherits)
+        known = _section_keys(paper) or set(sec)
+        for where, keys in (("params.yaml", set(sec)), ("the overrides", set(overrides))):
+            if keys - known:  # a typo (`dvc exp run -S dkd.temprature=2`) would otherwise be ignored
+                raise KeyError(f"{where}: unknown key(s) {sorted(keys - known)} for {paper!r}; "
+                               f"known: {', '.join(sorted(known))}")
         sec.update({k: v for k, v in overrides.items() if v is not None})
         return sec
 

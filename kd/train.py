@@ -40,6 +40,9 @@ from kd.io import atomic_save, atomic_write_text, write_csv
 from kd.metrics import classification_metrics, predict
 
 SCHEDULES = ("multistep", "cosine", "constant")
+# Part of every run's identity: bump when the loop, the loader or the data pipeline changes what
+# a configuration trains to, so that no run of the old code is handed back as a run of the new.
+TRAIN_VERSION = 1
 
 
 @dataclass
@@ -86,10 +89,24 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if d["data_seed"] is None:  # unset: left out, so configurations from before it keep their hash
-            del d["data_seed"]
         if self.teacher is not None:
             d["teacher"] = self.teacher.to_dict()
+        return d
+
+    def resolved(self) -> "TrainConfig":
+        """This configuration with every method hyperparameter spelled out, defaults included
+        (the teacher's too): {"temperature": 4} and {} name the same KD run."""
+        return dataclasses.replace(self, method_args=kd_methods.resolved_args(self.method, self.method_args),
+                                   teacher=self.teacher.resolved() if self.teacher is not None else None)
+
+    def identity(self) -> dict:
+        """What names a run: the resolved configuration, the version of its method (which
+        covers the loss functions the method calls) and the training loop's version, for the
+        teacher too. Changing a default or a method's behaviour (with its version) gives new runs."""
+        d = self.resolved().to_dict()
+        d["versions"] = {"method": kd_methods.REGISTRY[self.method].version, "train": TRAIN_VERSION}
+        if self.teacher is not None:
+            d["teacher"] = self.teacher.identity()
         return d
 
     def load_data(self, root=None) -> "kd_data.Dataset":
@@ -100,8 +117,8 @@ class TrainConfig:
                             seed=self.seed if self.data_seed is None else self.data_seed)
 
     def hash(self) -> str:
-        """A short content hash of the configuration (teacher included)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """A short content hash of the run's identity (teacher included)."""
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def replace(self, **changes) -> "TrainConfig":
@@ -118,6 +135,10 @@ class TrainConfig:
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError(f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got lr={self.lr}, "
                              f"weight_decay={self.weight_decay}, momentum={self.momentum}")
+        if self.crop_pad < 0 or self.cutout < 0 or self.warmup_epochs < 0 or not self.gamma > 0:
+            raise ValueError(f"need crop_pad >= 0, cutout >= 0, warmup_epochs >= 0, gamma > 0; got crop_pad="
+                             f"{self.crop_pad}, cutout={self.cutout}, warmup_epochs={self.warmup_epochs}, "
+                             f"gamma={self.gamma}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if any(not 0 < m < 1 for m in self.milestones):
@@ -125,7 +146,8 @@ class TrainConfig:
                              "e.g. epochs 150, 180, 210 of 240 are [0.625, 0.75, 0.875]")
         method = kd_methods.create(self.method, **self.method_args)
         if method.needs_teacher and self.teacher is None:
-            raise ValueError(f"method {self.method!r} needs a teacher: set `teacher` to the teacher's TrainConfig")
+            raise ValueError(f"method {self.method!r} needs a teacher: on the command line pass --teacher-run "
+                             "<a finished run's folder>; in Python set `teacher` to the teacher's TrainConfig")
         if self.teacher is not None:
             if not method.needs_teacher:
                 raise ValueError(f"method {self.method!r} uses no teacher, but one was given; remove `teacher`")
@@ -200,6 +222,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     if teacher is None and method.needs_teacher:
         raise ValueError(f"method {cfg.method!r} needs a trained teacher model (pass teacher=...)")
     device = torch.device(device) if device is not None else default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():  # before any file is written
+        raise RuntimeError(f"device {device} asked for, but no GPU is visible (torch.cuda.is_available() is False)")
     dist = _Distributed(device)
     # the data first: a missing dataset stops the run before anything is written
     ds = cfg.load_data(data_root)
@@ -219,7 +243,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                              f"{cfg.hash()}); delete it, pass resume=False, or use another run directory")
         start_epoch = state["epoch"]
     if dist.main:
-        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+        atomic_write_text(run_dir / "config.json", json.dumps(cfg.resolved().to_dict(), indent=2, sort_keys=True))
 
     cuda = device.type == "cuda"
     if cuda:
@@ -325,7 +349,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                     "params": sum(p.numel() for p in model.parameters()),
                     "train_time_s": sum(r["epoch_time_s"] for r in history),
                     "epoch_time_s": _median([r["epoch_time_s"] for r in history]),
-                    "device": str(device), "teacher_hash": cfg.teacher.hash() if cfg.teacher else None})
+                    "device": str(device), "teacher_hash": cfg.teacher.hash() if cfg.teacher else None,
+                    "versions": cfg.identity()["versions"]})
     if dist.main:
         atomic_save(model.state_dict(), run_dir / "model.pt")
         atomic_save({"logits": logits.cpu(), "targets": targets.cpu()}, run_dir / "eval_logits.pt")

@@ -76,7 +76,8 @@ def test_train_a_student_from_a_teacher_run(tmp_path, capsys):
     final = json.loads((tmp_path / "student" / "final.json").read_text())
     assert "agreement" in final and "kl_teacher" in final
     config = json.loads((tmp_path / "student" / "config.json").read_text())
-    assert config["method_args"] == {"temperature": 2} and config["teacher"]["model"] == "plane2"
+    assert config["method_args"] == {"temperature": 2, "ce_weight": 0.1, "kd_weight": 0.9}, "defaults spelled out"
+    assert config["teacher"]["model"] == "plane2"
 
 
 def test_unknown_model_exits_nonzero_with_a_clear_message(tmp_path):
@@ -88,7 +89,11 @@ def test_unknown_model_exits_nonzero_with_a_clear_message(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "kd"], "needs a teacher"),
+    (["--method", "kd"], "needs a teacher: on the command line pass --teacher-run"),
+    (["--method", "kd", "--method-args", '{"temperature": "abc"}'], "temperature must be a float like its default"),
+    (["--data-root", "/nonexistent", "--dataset", "digits"], "data root /nonexistent does not exist"),
+    (["--cutout", "-2"], "cutout=-2"),
+    (["--crop-pad", "-1"], "crop_pad=-1"),
     (["--method", "kd", "--method-args", '{"temperature": -1}'], "temperature must be positive, got -1"),
     (["--method", "kd", "--teacher-run", "/nonexistent"], "no finished run there"),
     (["--model", "plane2", "--method", "kdd"], "unknown method 'kdd'; available:"),
@@ -102,6 +107,14 @@ def test_other_bad_input_fails_cleanly(tmp_path, capsys, args, message):
     assert e.value.code not in (0, None)
     captured = capsys.readouterr()
     assert message in captured.err + str(e.value.code)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_device_cuda_without_a_gpu_fails_before_writing(tmp_path, capsys):
+    assert main(["train", "--model", "plane2", "--dataset", "digits", "--device", "cuda",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "no GPU is visible" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

@@ -239,7 +239,7 @@ BAD = [
     (lambda: tiny(dataset="mnist"), "unknown dataset 'mnist'; choose one of"),
     (lambda: _kd(method_args={"temperature": -1.0}), "temperature must be positive, got -1"),
     (lambda: _kd(method_args={"temprature": 4.0}), "unknown hyperparameters \\['temprature'\\]; it accepts"),
-    (lambda: tiny(method="kd"), "needs a teacher: set `teacher`"),
+    (lambda: tiny(method="kd"), "in Python set `teacher`"),
     (lambda: tiny(teacher=tiny()), "uses no teacher, but one was given"),
     (lambda: _kd(teacher=tiny(dataset="cifar10")), "teacher trained on 'cifar10' but the student on 'digits'"),
     (lambda: _kd(method="self_distillation", teacher=tiny(model="resnet8")), "needs the teacher's architecture"),
@@ -247,6 +247,9 @@ BAD = [
     (lambda: tiny(milestones=[150, 180]), "milestones are fractions"),
     (lambda: tiny(lr=0.0), "need lr > 0"),
     (lambda: tiny(epochs=0), "epochs and batch_size must be >= 1"),
+    (lambda: tiny(cutout=-2), "cutout=-2"),
+    (lambda: _kd(method_args={"temperature": "4"}), "temperature must be a float like its default 4.0, got '4'"),
+    (lambda: tiny(method="mixup_kd", teacher=tiny(), method_args={"mixup": 1}), "mixup must be a bool"),
     (lambda: tiny(method="bake", batch_size=50), "multiple of 1 \\+ same_class"),
 ]
 

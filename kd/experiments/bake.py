@@ -28,6 +28,13 @@ from kd import data as kd_data
 from kd import losses
 from kd.train import TrainConfig
 
+# The keys of params.yaml's bake section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "temperature", "omega", "weight", "same_class", "smoothing", "omegas",
+    "same_class_sweep", "sweep_seeds", "official_seeds", "cost_margin", "timing", "illustrate",
+    "neighbours", "model", "train",
+)
+
 PAPER = "bake"
 CLASS_NAMES = {"fashion_mnist": ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
                                  "bag", "boot"]}

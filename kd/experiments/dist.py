@@ -19,6 +19,12 @@ import pandas as pd
 from kd import data as kd_data
 from kd.train import TrainConfig
 
+# The keys of params.yaml's dist section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "temperature", "beta", "gamma", "ce_weight", "kd_weight", "student",
+    "stronger_teachers", "pairs",
+)
+
 
 def scale_label(cfg: TrainConfig, P) -> str:
     """'ours: Fashion-MNIST 1000 images, 5 epochs, 1 seed' for tables and figures."""

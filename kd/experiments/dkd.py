@@ -24,6 +24,12 @@ from kd import losses
 from kd.metrics import predict
 from kd.train import TrainConfig
 
+# The keys of params.yaml's dkd section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "alpha", "temperature", "warmup", "beta", "ablation_weight", "pairs", "betas",
+    "sweep_seeds", "sweep_rising_up_to", "decomposition_tol", "cost_margin", "timing",
+)
+
 
 # ---------------------------------------------------------------- the design
 

@@ -30,6 +30,12 @@ from kd.metrics import predict
 from kd.stats import MIN_SEEDS
 from kd.train import TrainConfig
 
+# The keys of params.yaml's mixup_kd section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "mixup_alpha", "unmixed_fraction", "sampler", "temperature", "ce_weight", "kd_weight",
+    "student", "teachers", "grid_teacher", "official_batch", "simulation_batches",
+)
+
 PAPER = "mixup_kd"
 KINDS = {"ce": "CE", "mixup": "mixup", "label_smoothing": "label smoothing"}
 MIXUPS = ("none", "full", "partial")

@@ -22,6 +22,12 @@ from kd import losses
 from kd import metrics as kd_metrics
 from kd.train import TrainConfig
 
+# The keys of params.yaml's pskd section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "alpha_T", "alphas", "sweep_seeds", "smoothing", "ece_bins", "model", "cutout",
+    "grad_samples", "difficulty_bins", "train",
+)
+
 PAPER = "pskd"
 
 # ---------------------------------------------------------------- the design

@@ -28,6 +28,13 @@ import torch.nn.functional as F
 from kd import data as kd_data
 from kd.train import TrainConfig
 
+# The keys of params.yaml's self_distillation section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "generations", "temperature", "ce_weight", "kd_weight", "models", "model_train",
+    "long_teacher_factor", "control_models", "label_smoothing", "hessian_samples",
+    "power_iterations", "power_tolerance", "perturbation_norms", "perturbation_draws",
+)
+
 
 # ----------------------------------------------------------------------------- configurations
 

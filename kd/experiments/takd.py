@@ -25,6 +25,12 @@ import torch.nn.functional as F
 from kd import data as kd_data
 from kd.train import TrainConfig
 
+# The keys of params.yaml's takd section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "lambda_", "temperature", "plane", "resnet", "capacity_gap", "assistant_families",
+    "chain_families", "train",
+)
+
 # params.yaml family -> the entry of data/paper_results.yaml `takd.chains` it stands in for
 PAPER_CHAIN = {"plane": "plane", "resnet": "resnet_cifar100"}
 

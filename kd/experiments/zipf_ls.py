@@ -29,6 +29,12 @@ import torch.nn.functional as F
 from kd import data as kd_data
 from kd.train import TrainConfig
 
+# The keys of params.yaml's zipf_ls section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "power", "weight", "dense", "smoothing", "powers", "weights", "sweep_seeds", "model",
+    "teacher", "bootstrap", "cost_margin", "timing", "train",
+)
+
 PAPER = "zipf_ls"
 
 
