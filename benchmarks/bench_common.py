@@ -26,7 +26,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +38,8 @@ if str(REPO) not in sys.path:  # kd need not be installed: the GPU machine runs 
     sys.path.insert(0, str(REPO))
 
 from kd import data as kd_data  # noqa: E402
+from kd.env import device_name  # noqa: E402
+from kd.io import atomic_write_text  # noqa: E402
 from kd import methods as kd_methods  # noqa: E402
 from kd import models as kd_models  # noqa: E402
 from kd import train as kd_train  # noqa: E402
@@ -73,18 +74,6 @@ def resolve_device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no GPU (torch.cuda.is_available() is False)")
     return device
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def device_slug(device: torch.device) -> str:
@@ -379,23 +368,9 @@ class ReferenceLoop:
 # ----------------------------------------------------------------------------- output
 
 def atomic_write_json(path, obj) -> Path:
-    """Write JSON through a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=_json_default)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write JSON atomically (kd.io), numpy numbers and paths included."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return Path(path)
 
 
 def _json_default(o):

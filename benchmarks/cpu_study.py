@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import device_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +42,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from kd.__main__ import studies
+    from kd.env import device_name
     from kd.io import atomic_write_text
     from kd.params import Profile
 
@@ -61,7 +61,8 @@ def main(argv=None) -> int:
                             "-p", "profile", P.name, "--cwd", "notebooks", "--no-progress-bar"])
         record[paper] = {"trainings_s": round(train_s), "notebook_s": round(notebook_s),
                          "stage_s": round(train_s + notebook_s), "runs_trained": trained,
-                         "workers": P.workers, "threads_per_training": int(os.environ.get("OMP_NUM_THREADS", 0)) or None,
+                         "workers": P.workers,
+                         "threads_per_training": int(os.environ.get("OMP_NUM_THREADS", 0)) or None,
                          "cpus": os.cpu_count(), "machine": device_name(torch.device("cpu")),
                          "date": time.strftime("%Y-%m-%d")}
         atomic_write_text(out, json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -105,7 +105,7 @@ def bench_pair(teacher_name, student_name, args, device, x, y, peak):
         seconds, _ = loop.run(args.warmup)
         warm[(loop.label, loop.batch_size)] = seconds
     times = {(loop.label, loop.batch_size): [] for loop in loops}
-    for r in range(args.rounds):
+    for _ in range(args.rounds):
         for loop in loops:
             seconds, images = loop.run(args.steps)
             times[(loop.label, loop.batch_size)].append((seconds, images))

@@ -91,6 +91,8 @@ class Profile:
         self.seeds: list[int] = list(self.settings["seeds"]) if seeds is None else parse_seeds(seeds)
         self.device: str = self.settings.get("device", "cpu")
         self.workers: int = int(self.settings.get("workers", 1))
+        # CPU threads per training (None: torch's default); a CPU run's last digits depend on it
+        self.threads: int | None = self.settings.get("threads")
         # a smoke-test profile: its verdicts are `not tested` (kd.report.Report)
         self.smoke: bool = bool(self.settings.get("smoke", False))
         # one teacher (this seed) for the students of every seed, or None: a teacher per seed
@@ -179,8 +181,9 @@ class Profile:
     def teacher(self, name: str, seed: int = 0, progress: bool | None = False) -> kd_runs.Run:
         """The trained teacher `name` (trained now into its teachers-stage folder if missing)."""
         cfg = self.teacher_config(name, seed)
-        return kd_runs.run(cfg, root=self.teacher_root(name), device=self.device, progress=progress,
-                           lookup=self._lookup(), eval_every=self.eval_every)
+        with kd_runs.num_threads(self.threads):
+            return kd_runs.run(cfg, root=self.teacher_root(name), device=self.device, progress=progress,
+                               lookup=self._lookup(), eval_every=self.eval_every)
 
     def teachers(self, names, progress: bool | None = False) -> dict[tuple[str, int], kd_runs.Run]:
         """{(name, seed): Run} for every name and seed of the profile; missing teachers train
@@ -205,13 +208,12 @@ class Profile:
         """Train (or fetch from the cache) every configuration, `workers` at a time."""
         return kd_runs.run_many(configs, root=self.students_root, device=self.device,
                                 workers=self.workers, progress=progress, lookup=self._lookup(),
-                                eval_every=self.eval_every)
+                                threads=self.threads, eval_every=self.eval_every)
 
 
 def _train_teacher(args) -> None:
-    """Worker of Profile.teachers: one teacher in its own process."""
-    import torch
-
+    """Worker of Profile.teachers: one teacher in its own process (one thread unless the profile says)."""
     name, params, teacher, seed = args
-    torch.set_num_threads(1)
-    Profile(name, params).teacher(teacher, seed)
+    P = Profile(name, params)
+    P.threads = P.threads or 1
+    P.teacher(teacher, seed)

@@ -140,18 +140,32 @@ def dependency_levels(configs: list[TrainConfig]) -> list[list[TrainConfig]]:
     return levels
 
 
+@contextmanager
+def num_threads(n: int | None):
+    """Train with `n` CPU threads inside the block (None: torch's default): a CPU run's last
+    digits depend on the thread count, so a profile pins it (params.yaml `threads`)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _run_one(args):
-    cfg_dict, root, device, lookup, fit_options = args
-    torch.set_num_threads(1)
-    run(TrainConfig.from_dict(cfg_dict), root=root, device=device, progress=False, lookup=lookup, **fit_options)
+    cfg_dict, root, device, lookup, threads, fit_options = args
+    with num_threads(threads or 1):
+        run(TrainConfig.from_dict(cfg_dict), root=root, device=device, progress=False, lookup=lookup, **fit_options)
     return cfg_dict
 
 
 def run_many(configs: list[TrainConfig], *, root=None, device=None, workers: int = 1,
-             progress: bool | None = None, lookup=(), **fit_options) -> list[Run]:
+             progress: bool | None = None, lookup=(), threads: int | None = None, **fit_options) -> list[Run]:
     """Run many configurations, teachers first; `workers` > 1 trains that many at once in
-    separate processes (one thread each on a CPU; fills a GPU with small CIFAR models).
-    `fit_options` go to `fit` (e.g. eval_every). Returns the Runs in order."""
+    separate processes (fills a GPU with small CIFAR models). Each training uses `threads` CPU
+    threads (None: torch's default, one in a worker process). `fit_options` go to `fit` (e.g.
+    eval_every). Returns the Runs in order."""
     root = Path(root) if root is not None else runs_root()
     roots = [root, *lookup]
     for cfg in configs:
@@ -159,14 +173,15 @@ def run_many(configs: list[TrainConfig], *, root=None, device=None, workers: int
     for level in dependency_levels(configs):
         todo = [c for c in level if find(c, roots) is None]
         if workers <= 1 or len(todo) <= 1:
-            for cfg in todo:
-                run(cfg, root=root, device=device, progress=progress, lookup=lookup, **fit_options)
+            with num_threads(threads):
+                for cfg in todo:
+                    run(cfg, root=root, device=device, progress=progress, lookup=lookup, **fit_options)
             continue
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         with ctx.Pool(min(workers, len(todo))) as pool:
-            jobs = [(c.to_dict(), str(root), device, [str(p) for p in lookup], fit_options) for c in todo]
+            jobs = [(c.to_dict(), str(root), device, [str(p) for p in lookup], threads, fit_options) for c in todo]
             for _ in pool.imap_unordered(_run_one, jobs):
                 pass
     return [find(c, roots) for c in configs]

@@ -36,6 +36,7 @@ import torch
 from kd import data as kd_data
 from kd import methods as kd_methods
 from kd import models as kd_models
+from kd.env import provenance
 from kd.io import atomic_save, atomic_write_text, write_csv
 from kd.metrics import classification_metrics, predict
 
@@ -350,7 +351,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                     "train_time_s": sum(r["epoch_time_s"] for r in history),
                     "epoch_time_s": _median([r["epoch_time_s"] for r in history]),
                     "device": str(device), "teacher_hash": cfg.teacher.hash() if cfg.teacher else None,
-                    "versions": cfg.identity()["versions"]})
+                    "versions": cfg.identity()["versions"], "provenance": provenance(device)})
     if dist.main:
         atomic_save(model.state_dict(), run_dir / "model.pt")
         atomic_save({"logits": logits.cpu(), "targets": targets.cpu()}, run_dir / "eval_logits.pt")

@@ -111,8 +111,11 @@ def test_every_registered_method_is_tested():
     assert sorted(VARIANTS) == kd.methods.available()
 
 
-@pytest.mark.parametrize("name,hp", [(n, hp) for n, variants in VARIANTS.items() for hp in variants],
-                         ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={x}" for k, x in v.items()) or "default")
+def _variant_id(v) -> str:
+    return v if isinstance(v, str) else ",".join(f"{k}={x}" for k, x in v.items()) or "default"
+
+
+@pytest.mark.parametrize("name,hp", [(n, hp) for n, variants in VARIANTS.items() for hp in variants], ids=_variant_id)
 def test_method_trains_and_loss_goes_down(name, hp, digits, teacher):
     method = kd.methods.create(name, **hp)
     history = train(method, digits, teacher if method.needs_teacher else None)

@@ -1,13 +1,10 @@
 """kd.report: the verdict rules every notebook's claims go through, and the files a Report writes."""
 import json
 import math
-import warnings
 from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from kd import report
 

@@ -65,6 +65,9 @@ def test_second_run_returns_the_stored_run_without_training(tmp_path, fits):
     assert again.path == first.path
     assert again.config == cfg.resolved() and again.summary["hash"] == cfg.hash()
     assert again.summary["versions"] == {"method": 1, "train": kd.train.TRAIN_VERSION}
+    where = again.summary["provenance"]
+    assert where["device"] == "cpu" and where["torch"] == torch.__version__ and where["threads"] >= 1
+    assert set(where) >= {"device_name", "python", "git_commit", "kd_modified"}
     assert again.history["epoch"].tolist() == [1]
     logits, targets = again.eval_logits()
     assert logits.shape == (100, 10) and targets.shape == (100,)
@@ -75,6 +78,12 @@ def test_second_run_returns_the_stored_run_without_training(tmp_path, fits):
         torch.testing.assert_close(model(x), logits, rtol=1e-4, atol=1e-4)
     kd_runs.run(tiny(seed=1), root=tmp_path, device="cpu", progress=False)
     assert len(fits) == 2, "another configuration is another run"
+
+
+def test_run_many_trains_with_the_threads_asked_for_and_restores_them(tmp_path):
+    before = torch.get_num_threads()
+    (r,) = kd_runs.run_many([tiny()], root=tmp_path, device="cpu", threads=1, progress=False)
+    assert r.summary["provenance"]["threads"] == 1 and torch.get_num_threads() == before
 
 
 def test_run_identity_spells_out_defaults_and_versions(monkeypatch):
@@ -93,7 +102,8 @@ def test_run_identity_spells_out_defaults_and_versions(monkeypatch):
     monkeypatch.undo()
     teacher_before = kd_cfg.teacher.hash()
     monkeypatch.setattr(kd.methods.CrossEntropy, "version", 2)
-    assert kd_cfg.teacher.hash() != teacher_before and kd_cfg.hash() != before, "the teacher's identity is the student's"
+    assert kd_cfg.teacher.hash() != teacher_before, "a new CE version is a new teacher run"
+    assert kd_cfg.hash() != before, "and a new student run: the teacher's identity is part of the student's"
     monkeypatch.undo()
     monkeypatch.setattr(kd.train, "TRAIN_VERSION", kd.train.TRAIN_VERSION + 1)
     assert kd_cfg.hash() != before, "a new training-loop version is a new run"
@@ -380,7 +390,8 @@ def test_every_papers_training_overrides_resolve_in_every_profile(paper, profile
 
 def test_paper_profile_needs_a_gpu_and_says_so(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match="profile 'paper' runs on CUDA, but no GPU is visible; use the quick profile"):
+    with pytest.raises(RuntimeError,
+                       match="profile 'paper' runs on CUDA, but no GPU is visible; use the quick profile"):
         Profile("paper")
 
 

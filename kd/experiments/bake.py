@@ -176,7 +176,8 @@ def batch_view(run, sec: dict, device="cpu") -> dict:
     batch = next(iter(loader))
     model = run.model(device)
     logits, feats = model(batch.x, return_features=True)
-    T, omega = float(cfg.method_args.get("temperature", sec["temperature"])), float(cfg.method_args.get("omega", sec["omega"]))
+    T = float(cfg.method_args.get("temperature", sec["temperature"]))
+    omega = float(cfg.method_args.get("omega", sec["omega"]))
     pooled = feats["pooled"].float()
     A = losses.bake_affinity(pooled)
     Q = losses.bake_targets(pooled, logits, T, omega)
@@ -269,10 +270,11 @@ def plot_batch_view(view: dict, samples: list[int], neighbours: int = 4):
             ax = fig.add_subplot(gs[r, 2 + c])
             show(ax, j)
             yj = int(view["y"][j])
-            ax.set_title(f"w {weights[j]:.3f} ({weights[j] * (len(weights) - 1):.2f}x unif.)\n{classes[yj]}", fontsize=7,
+            ax.set_title(f"w {weights[j]:.3f} ({weights[j] * (len(weights) - 1):.2f}x unif.)\n{classes[yj]}",
+                         fontsize=7,
                          color="#2a9d8f" if yj == y else "#c0392b")
-    fig.suptitle(f"BAKE inside one batch of {len(view['y'])} (M = {view['M']}): own prediction, propagated target, and "
-                 "the largest affinity weights w\n(x unif.: w times N - 1, the weight relative to uniform; green: same class "
-                 "as the sample)", fontsize=9)
+    fig.suptitle(f"BAKE inside one batch of {len(view['y'])} (M = {view['M']}): own prediction, propagated "
+                 "target, and the largest affinity weights w\n(x unif.: w times N - 1, the weight relative to "
+                 "uniform; green: same class as the sample)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig

@@ -10,9 +10,9 @@ all of the student `student`:
 - "grid": KD from the `grid_teacher` teacher with {no mixup, full mixup, partial mixup
   (`unmixed_fraction` of each batch left unmixed)} x {fixed temperature T, per-sample std
   scaling of the logits}, mixup sampled as `sampler` says ("official": the MIX-KD code's
-  sampling; "exact": exactly that fraction unmixed, one lambda per batch). The cell "no mixup, fixed T" is the KD run of "teachers" (the same
-  loss: `mixup_kd` with mixup=False and std_scaling=False computes 0.1 CE + 0.9 T^2 KL), so it
-  is not trained twice.
+  sampling; "exact": exactly that fraction unmixed, one lambda per batch). The cell "no mixup,
+  fixed T" is the KD run of "teachers" (the same loss: `mixup_kd` with mixup=False and
+  std_scaling=False computes 0.1 CE + 0.9 T^2 KL), so it is not trained twice.
 """
 from __future__ import annotations
 
@@ -173,7 +173,8 @@ def teacher_smoothness(P, sec: dict, teacher_runs: dict) -> tuple[pd.DataFrame, 
             samples.append(pd.DataFrame({
                 "teacher": KINDS.get(kind, kind), "seed": s, "image": np.arange(len(y)), "label": y.numpy(),
                 "entropy T=1": ps["entropy T=1"].numpy(),
-                "log spread / gap": (ps["spread"].clamp_min(1e-12).log() - ps["gap"].abs().clamp_min(1e-6).log()).numpy()}))
+                "log spread / gap": (ps["spread"].clamp_min(1e-12).log()
+                                     - ps["gap"].abs().clamp_min(1e-6).log()).numpy()}))
     return pd.DataFrame(rows), pd.concat(samples, ignore_index=True)
 
 
@@ -254,7 +255,8 @@ def official_unmixed_fraction(batch_size: int, percent: float, batches: int = 10
         rp2 = torch.randperm(batch_size, generator=g)
         frac.append(unmixed.float().mean().item())
         eff.append((unmixed | (rp1 == rp2)).float().mean().item())
-    return {"batch size": batch_size, "requested unmixed": percent, "official: unmixed (simulated)": float(np.mean(frac)),
+    return {"batch size": batch_size, "requested unmixed": percent,
+            "official: unmixed (simulated)": float(np.mean(frac)),
             "official: closed form": 1 - (1 - 1 / batch_size) ** n_draw,
             "official: unmixed incl. self-pairs": float(np.mean(eff))}
 

@@ -170,7 +170,7 @@ def top_hessian_eigenvalue(loss_fn, params, iterations: int = 20, tolerance: flo
     loss = loss_fn()
     grads = torch.autograd.grad(loss, params, create_graph=True)
     history, eig = [], math.nan
-    for k in range(int(iterations)):
+    for _ in range(int(iterations)):
         hv = hessian_vector_product(loss, params, v, grads)
         new = _dot(v, hv).item()
         history.append(new)

@@ -56,7 +56,8 @@ def zipf_args(sec: dict, *, power: float | None = None, weight: float | None = N
 
 
 def zipf_label(args: dict) -> str:
-    return f"Zipf LS ({'dense' if args['dense'] else 'image-level'}, power {args['power']:g}, lambda {args['weight']:g})"
+    ranking = "dense" if args["dense"] else "image-level"
+    return f"Zipf LS ({ranking}, power {args['power']:g}, lambda {args['weight']:g})"
 
 
 def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
