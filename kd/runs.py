@@ -140,6 +140,42 @@ def dependency_levels(configs: list[TrainConfig]) -> list[list[TrainConfig]]:
     return levels
 
 
+def inventory(root: Path) -> list[dict]:
+    """Every run folder under `root` (recursively), with its settings and final metrics, and
+    whether it is `stale`: its name is not the identity its config.json has under this code (an
+    old method version or default, or settings this code no longer knows), so the cache never
+    hands it back."""
+    rows = []
+    for config_file in sorted(Path(root).rglob("config.json")):
+        path = config_file.parent
+        row = {"run": str(path.relative_to(root)), "path": path, "finished": (path / "final.json").exists()}
+        try:
+            cfg = TrainConfig.from_dict(json.loads(config_file.read_text()))
+            row.update(model=cfg.model, method=cfg.method, seed=cfg.seed, epochs=cfg.epochs,
+                       method_args=cfg.resolved().method_args, stale=run_dir(cfg, path.parent) != path)
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+            row.update(stale=True, problem=f"{type(e).__name__}: {e}")
+        if row["finished"]:
+            s = json.loads((path / "final.json").read_text())
+            row.update(top1=s.get("top1"), best_top1=s.get("best_top1"), best_epoch=s.get("best_epoch"))
+        rows.append(row)
+    return rows
+
+
+def is_busy(path: Path) -> bool:
+    """Whether another process holds the run's lock (it is training it now)."""
+    lock = path.with_name(path.name + ".lock")
+    if not lock.exists():
+        return False
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
 @contextmanager
 def num_threads(n: int | None):
     """Train with `n` CPU threads inside the block (None: torch's default): a CPU run's last

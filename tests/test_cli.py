@@ -142,3 +142,35 @@ def test_unknown_names_fail_before_anything_is_written(tmp_path, monkeypatch, ca
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
+def test_runs_list_show_and_gc(tmp_path, monkeypatch, capsys):
+    """`runs list` shows every run with its resolved settings, `show` one run, `gc` removes only
+    stale runs (a name that is not their identity under this code), tmp leftovers and orphan locks."""
+    import shutil
+
+    from kd import runs
+    from kd.train import TrainConfig
+
+    monkeypatch.setenv("KD_RUNS", str(tmp_path))
+    store = tmp_path / "quick" / "students"
+    cfg = TrainConfig(model="plane2", dataset="digits", train_subset=100, eval_subset=50, epochs=1, batch_size=50,
+                      seed=0)
+    with runs.num_threads(1):
+        good = runs.run(cfg, root=store, device="cpu", progress=False).path
+    stale = store / "plane2-ce-000000000000"  # as if trained by an older version of the code
+    shutil.copytree(good, stale)
+    (good / ".final.json.abc.tmp").write_text("half")
+    (store / "plane2-ce-111111111111.lock").write_text("")
+    assert main(["runs", "list", "--profile", "quick"]) == 0
+    listing = capsys.readouterr().out
+    assert good.name in listing and stale.name in listing and "same_class" in listing, "defaults spelled out"
+    assert main(["runs", "show", good.name[-12:], "--profile", "quick"]) == 0
+    shown = capsys.readouterr().out
+    assert '"model": "plane2"' in shown and '"top1"' in shown
+    assert main(["runs", "gc", "--profile", "quick"]) == 0
+    assert "3 to remove; pass --yes" in capsys.readouterr().out and stale.exists(), "without --yes nothing goes"
+    assert main(["runs", "gc", "--profile", "quick", "--yes"]) == 0
+    assert not stale.exists() and not (store / "plane2-ce-111111111111.lock").exists()
+    assert not list(good.glob(".*.tmp")) and (good / "final.json").exists()
+    assert runs.find(cfg, [store]).path == good, "the good run is still a cache hit"
