@@ -228,7 +228,7 @@ def main(argv=None) -> int:
     t.add_argument("--out", help="run folder (default runs/cli/<model>-<method>-<hash>)")
     t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    t.add_argument("--checkpoint-every", type=int, default=10)
+    t.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (default: every epoch)")
     t.add_argument("--compile", action="store_true", help="torch.compile the student")
     t.add_argument("--data-root", help="where the datasets are (default: data/ and system paths)")
     t.set_defaults(func=_train)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from kd.train import TrainConfig, fit, load_model
+from kd.train import TrainConfig, fit, load_model, sha256
 
 
 def project_root() -> Path:
@@ -65,15 +65,25 @@ class Run:
         """Final metrics (last epoch) plus best-epoch top-1 and timings."""
         return json.loads((self.path / "final.json").read_text())
 
+    def verified(self, name: str) -> Path:
+        """The run's file `name`, after checking it against the checksum final.json recorded."""
+        path = self.path / name
+        expected = self.summary.get("files", {}).get(name)
+        if expected is not None and sha256(path) != expected:
+            raise RuntimeError(f"{path} does not match the checksum its final.json recorded: the run is "
+                               "damaged or was overwritten; delete the folder and the run trains again")
+        return path
+
     @property
     def history(self) -> pd.DataFrame:
         return pd.read_csv(self.path / "metrics.csv")
 
     def model(self, device="cpu") -> torch.nn.Module:
+        self.verified("model.pt")
         return load_model(self.path, device)
 
     def eval_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
-        d = torch.load(self.path / "eval_logits.pt", weights_only=True)
+        d = torch.load(self.verified("eval_logits.pt"), weights_only=True)
         return d["logits"], d["targets"]
 
 

@@ -210,7 +210,7 @@ def load_model(run_dir: str | os.PathLike, device="cpu") -> torch.nn.Module:
 
 
 def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Module | None = None,
-        device=None, resume: bool = True, checkpoint_every: int = 10, eval_every: int = 1,
+        device=None, resume: bool = True, checkpoint_every: int = 1, eval_every: int = 1,
         compile: bool = False, progress: bool | None = None, data_root=None) -> dict:
     """Train `cfg` into `run_dir` and return the final summary (also written to final.json).
 
@@ -229,6 +229,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     # the data first: a missing dataset stops the run before anything is written
     ds = cfg.load_data(data_root)
     run_dir = Path(run_dir)
+    if resume:
+        _check_folder_is_this_run(run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
     start_epoch, state = 0, None
@@ -244,6 +246,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                              f"{cfg.hash()}); delete it, pass resume=False, or use another run directory")
         start_epoch = state["epoch"]
     if dist.main:
+        (run_dir / "final.json").unlink(missing_ok=True)  # unfinished until final.json is written at the end
         atomic_write_text(run_dir / "config.json", json.dumps(cfg.resolved().to_dict(), indent=2, sort_keys=True))
 
     cuda = device.type == "cuda"
@@ -294,6 +297,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
 
     show_bar = sys.stderr.isatty() if progress is None else progress
     log = _Logger(run_dir.name, cfg.epochs, show_bar and dist.main, quiet=(progress is False) or not dist.main)
+    if start_epoch:
+        log.message(f"{run_dir.name}: resuming from epoch {start_epoch} of {cfg.epochs} (checkpoint.pt)")
     steps_per_epoch = len(train_loader)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -355,8 +360,32 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     if dist.main:
         atomic_save(model.state_dict(), run_dir / "model.pt")
         atomic_save({"logits": logits.cpu(), "targets": targets.cpu()}, run_dir / "eval_logits.pt")
+        # final.json is written last and marks the run finished; it holds the other files' checksums
+        summary["files"] = {name: sha256(run_dir / name) for name in FINISHED_FILES}
         atomic_write_text(run_dir / "final.json", json.dumps(summary, indent=2))
     return summary
+
+
+# written before final.json, whose `files` holds their checksums (kd.runs.Run checks them on loading)
+FINISHED_FILES = ("config.json", "metrics.csv", "model.pt", "eval_logits.pt")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _check_folder_is_this_run(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse a folder that holds another configuration's run (two trainings given one --out)."""
+    config_file = run_dir / "config.json"
+    if not config_file.exists():
+        return
+    try:
+        other = TrainConfig.from_dict(json.loads(config_file.read_text())).hash()
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        other = None
+    if other != cfg.hash():
+        raise ValueError(f"{run_dir} holds the run of another configuration (its config.json): give this "
+                         "training another folder, or replace that run with resume=False (--no-resume)")
 
 
 def _out_features(model: torch.nn.Module) -> int:
@@ -419,6 +448,10 @@ class _Logger:
 
         self._tqdm = tqdm(loader, desc=f"{self.name} {epoch + 1}/{self.epochs}", leave=False)
         return self._tqdm
+
+    def message(self, text: str):
+        if not self.quiet:
+            print(text, flush=True)
 
     def epoch(self, row):
         if self.quiet:

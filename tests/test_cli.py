@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from kd import runs
 from kd.__main__ import main
 
 # One OpenMP thread: two stall badly when other processes share a 2-core machine.
@@ -149,7 +150,6 @@ def test_runs_list_show_and_gc(tmp_path, monkeypatch, capsys):
     stale runs (a name that is not their identity under this code), tmp leftovers and orphan locks."""
     import shutil
 
-    from kd import runs
     from kd.train import TrainConfig
 
     monkeypatch.setenv("KD_RUNS", str(tmp_path))
@@ -174,3 +174,14 @@ def test_runs_list_show_and_gc(tmp_path, monkeypatch, capsys):
     assert not stale.exists() and not (store / "plane2-ce-111111111111.lock").exists()
     assert not list(good.glob(".*.tmp")) and (good / "final.json").exists()
     assert runs.find(cfg, [store]).path == good, "the good run is still a cache hit"
+
+
+def test_a_second_configuration_into_the_same_out_folder_is_refused(tmp_path, capsys):
+    common = ["--model", "plane2", "--dataset", "digits", "--epochs", "1", "--train-subset", "100",
+              "--eval-subset", "50", "--batch-size", "50", "--device", "cpu", "--out", str(tmp_path / "r")]
+    with runs.num_threads(1):
+        assert main(["train", *common]) == 0
+        before = (tmp_path / "r" / "final.json").read_text()
+        assert main(["train", *common, "--lr", "0.01"]) == 2
+    assert "holds the run of another configuration" in capsys.readouterr().err
+    assert (tmp_path / "r" / "final.json").read_text() == before, "the first run is untouched"

@@ -52,7 +52,7 @@ def metrics(run_dir) -> pd.DataFrame:
 
 def final(run_dir) -> dict:
     d = json.loads((run_dir / "final.json").read_text())
-    return {k: v for k, v in d.items() if k not in ("epoch_time_s", "train_time_s")}
+    return {k: v for k, v in d.items() if k not in ("epoch_time_s", "train_time_s", "files")}  # files: timings
 
 
 def assert_same_model(a, b):
@@ -294,12 +294,45 @@ def test_missing_dataset_fails_before_anything_is_written(tmp_path):
 def test_resuming_from_another_configurations_checkpoint_fails(tmp_path, monkeypatch):
     train(tiny(epochs=1), tmp_path)
     monkeypatch.setattr(kd_train._FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
-    with pytest.raises(ValueError, match="belongs to another configuration .*delete it, pass resume=False"):
+    with pytest.raises(ValueError, match="holds the run of another configuration .*resume=False"):
         train(tiny(epochs=1, lr=0.01), tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["lr"] == 0.05, "the old run is untouched"
+    assert (tmp_path / "final.json").exists()
+    (tmp_path / "config.json").write_text(json.dumps(tiny(epochs=1, lr=0.01).to_dict()))  # a config.json alone
+    with pytest.raises(ValueError, match="belongs to another configuration .*delete it, pass resume=False"):
+        train(tiny(epochs=1, lr=0.01), tmp_path)  # the checkpoint is still the other run's
     monkeypatch.undo()
-    train(tiny(epochs=1, lr=0.01), tmp_path, resume=False)  # the way out the message names
+    train(tiny(epochs=1, lr=0.01), tmp_path, resume=False)  # the way out the messages name
     assert json.loads((tmp_path / "config.json").read_text())["lr"] == 0.01
+    assert json.loads((tmp_path / "final.json").read_text())["hash"] == tiny(epochs=1, lr=0.01).hash()
+
+
+def test_a_finished_run_records_checksums_and_a_damaged_file_is_refused(tmp_path):
+    from kd.runs import Run
+
+    train(tiny(epochs=1), tmp_path)
+    run = Run(tmp_path)
+    assert set(run.summary["files"]) == set(kd_train.FINISHED_FILES)
+    run.model(), run.eval_logits()
+    atomic_save({"logits": torch.zeros(3, 10), "targets": torch.zeros(3)}, tmp_path / "eval_logits.pt")
+    with pytest.raises(RuntimeError, match="eval_logits.pt does not match the checksum .*delete the folder"):
+        run.eval_logits()
+
+
+def test_a_resumed_run_says_from_which_epoch(tmp_path, monkeypatch, capsys):
+    original = kd_train._Logger.epoch
+
+    def kill(self, row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+        original(self, row)
+
+    monkeypatch.setattr(kd_train._Logger, "epoch", kill)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny(epochs=2), tmp_path, device="cpu", progress=None)
+    monkeypatch.undo()
+    fit(tiny(epochs=2), tmp_path, device="cpu", progress=None)
+    assert "resuming from epoch 1 of 2" in capsys.readouterr().out, "checkpoints every epoch by default"
 
 
 
