@@ -274,11 +274,11 @@ def test_mixup_generator_is_seeded_and_restored(digits):
     a, b = kd.methods.create("mixup"), kd.methods.create("mixup")
     a.setup(digits.y_train, 10, DEVICE, 0)
     b.setup(digits.y_train, 10, DEVICE, 0)
-    assert torch.equal(a._mix(batch)[0], b._mix(batch)[0])
+    assert torch.equal(a.mix(batch)[0], b.mix(batch)[0])
     state = {k: v.clone() for k, v in a.state_dict().items()}
-    first = a._mix(batch)[0]
+    first = a.mix(batch)[0]
     b.load_state_dict(state)
-    assert torch.equal(b._mix(batch)[0], first)
+    assert torch.equal(b.mix(batch)[0], first)
 
 
 # ------------------------------------------------------------------------------------- registry errors

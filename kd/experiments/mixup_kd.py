@@ -217,7 +217,7 @@ def target_entropy(cfg: TrainConfig, teacher: torch.nn.Module, epochs: int = 1) 
         for batch in loader:
             x = batch.x
             if getattr(method, "mixup", False):
-                x, _ = method._mix(batch)
+                x, _ = method.mix(batch)
             z = teacher(x).double()
             if getattr(method, "std_scaling", False):
                 t = z.std(1, keepdim=True)
