@@ -290,7 +290,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if cuda else None)
     if compile:
         train_model = torch.compile(train_model)
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and cuda)
+    autocast = autocast_settings(device, cfg.bf16)
     teacher_eval_logits = None
     if teacher is not None:
         teacher_eval_logits, _ = predict(teacher, eval_loader, torch.bfloat16 if autocast["enabled"] else None)
@@ -306,18 +306,13 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         method.on_epoch_start(epoch, cfg.epochs)
         model.train()
         sums: dict[str, torch.Tensor] = {}
-        guard = _FiniteGuard(check_every_step=not cuda)
+        guard = FiniteGuard(check_every_step=not cuda)
         for step, batch in enumerate(log.steps(train_loader, epoch)):
             lr = learning_rate(cfg, epoch + step / steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with torch.autocast(**autocast):
-                _, terms = method.forward_train(train_model, teacher, batch)
-            loss = sum(terms.values())
+            loss, terms = train_step(method, train_model, teacher, batch, optimizer, autocast)
             guard.record(loss, terms, epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v.detach().float()
         guard.check()
@@ -388,6 +383,25 @@ def _check_folder_is_this_run(run_dir: Path, cfg: TrainConfig) -> None:
                          "training another folder, or replace that run with resume=False (--no-resume)")
 
 
+def autocast_settings(device: torch.device, bf16: bool = True) -> dict:
+    """torch.autocast's arguments for training: bf16 on CUDA when asked, float32 on a CPU."""
+    return dict(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+
+
+def train_step(method: kd_methods.Method, model: torch.nn.Module, teacher: torch.nn.Module | None, batch,
+               optimizer: torch.optim.Optimizer, autocast: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training step, the same for every method and every caller (`fit`, `kd.timing`, the
+    benchmarks): the method's forward under autocast, the sum of its loss terms, backward, and
+    the optimiser's step. Returns (loss, terms); nothing waits for the device."""
+    with torch.autocast(**autocast):
+        _, terms = method.forward_train(model, teacher, batch)
+    loss = sum(terms.values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, terms
+
+
 def _out_features(model: torch.nn.Module) -> int:
     return getattr(model, "module", model).classifier.out_features
 
@@ -397,7 +411,7 @@ def _median(values: list[float]) -> float:
     return values[len(values) // 2]
 
 
-class _FiniteGuard:
+class FiniteGuard:
     """Stops on a NaN/Inf loss. On CPU it checks every step; on CUDA it records the first bad
     step on the device and checks once per epoch, so that training never waits for the host."""
 

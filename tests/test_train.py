@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -214,7 +215,7 @@ def test_a_diverging_learning_rate_stops_with_nonfinite_loss(tmp_path):
 def test_gpu_style_guard_reports_the_first_bad_step_once_per_epoch():
     """On CUDA the check waits for the epoch's end (no per-step sync); it must still name the
     first bad step and its terms, not a later one."""
-    guard = kd_train._FiniteGuard(check_every_step=False)
+    guard = kd_train.FiniteGuard(check_every_step=False)
     for step in range(8):
         bad = step in (4, 6)
         ce = torch.tensor(float("inf") if step == 6 else float("nan") if bad else 1.0 + step)
@@ -222,7 +223,7 @@ def test_gpu_style_guard_reports_the_first_bad_step_once_per_epoch():
         guard.record(sum(terms.values()), terms, epoch=2, step=step)
     with pytest.raises(NonFiniteLoss, match=r"epoch 3, step 4: ce=nan, kd=2\b"):
         guard.check()
-    fine = kd_train._FiniteGuard(check_every_step=False)
+    fine = kd_train.FiniteGuard(check_every_step=False)
     fine.record(torch.tensor(1.0), {"ce": torch.tensor(1.0)}, 0, 0)
     fine.check()
 
@@ -257,7 +258,7 @@ BAD = [
 @pytest.fixture
 def no_training(monkeypatch):
     """Fails the test if a training step starts."""
-    monkeypatch.setattr(kd_train._FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(kd_train.FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
 
 
 @pytest.mark.parametrize("make, match", BAD, ids=[m.split(" ")[0] + str(i) for i, (_, m) in enumerate(BAD)])
@@ -293,7 +294,7 @@ def test_missing_dataset_fails_before_anything_is_written(tmp_path):
 
 def test_resuming_from_another_configurations_checkpoint_fails(tmp_path, monkeypatch):
     train(tiny(epochs=1), tmp_path)
-    monkeypatch.setattr(kd_train._FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(kd_train.FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(ValueError, match="holds the run of another configuration .*resume=False"):
         train(tiny(epochs=1, lr=0.01), tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["lr"] == 0.05, "the old run is untouched"
@@ -340,7 +341,7 @@ def test_a_truncated_checkpoint_is_a_clear_error_not_a_restart(tmp_path, monkeyp
     train(tiny(epochs=1), tmp_path)
     ckpt = tmp_path / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])
-    monkeypatch.setattr(kd_train._FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(kd_train.FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(RuntimeError, match="checkpoint.pt cannot be read .*truncated or corrupt.*Delete it"):
         train(tiny(epochs=1), tmp_path)
 
@@ -548,3 +549,26 @@ def _without_batchnorm(create):
                     setattr(module, name, torch.nn.Identity())
         return model
     return wrapped
+
+
+def test_fit_timing_and_the_benchmark_loop_run_the_one_training_step(tmp_path, monkeypatch):
+    """kd.train.train_step is the only training step: fit, kd.timing and the benchmarks' loop call it."""
+    import kd.data
+    import kd.timing
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bench_common
+
+    calls = []
+    real = kd_train.train_step
+    monkeypatch.setattr(kd_train, "train_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train(tiny(epochs=1), tmp_path)
+    assert len(calls) == 6, "fit: 300 images / batch 50"
+    ds = kd.data.load("digits", train_subset=100, eval_subset=50)
+    kd.timing.step_times({"CE": ("ce", {})}, "plane2", ds, batch_size=50, steps=2, rounds=1)
+    assert len(calls) == 6 + 4, "timing: a warm-up round and a timed round of 2 steps"
+    x, y = bench_common.synthetic_split(64, shape=(3, 32, 32), classes=10)
+    loop = bench_common.OursLoop(None, kd.models.create("plane2", 10, in_channels=3), x, y, batch_size=32,
+                                 device=torch.device("cpu"), method="ce")
+    loop.run(1)
+    assert len(calls) == 11
