@@ -38,10 +38,11 @@ class DatasetInfo:
     channels: int
     mean: tuple         # normalisation per channel; CIFAR-100's are the KD literature's
     std: tuple          # (shared/papers.md), the others the training-set statistics
+    classes: tuple = ()  # class names in label order, where the figures show them
 
 
 INFO = {
-    "fashion_mnist": DatasetInfo("Fashion-MNIST", 10, 1, (0.2860,), (0.3530,)),
+    "fashion_mnist": DatasetInfo("Fashion-MNIST", 10, 1, (0.2860,), (0.3530,), FASHION_CLASSES),
     "fashion_pairs": DatasetInfo("Fashion-MNIST pairs", 100, 2, (0.2860, 0.2860), (0.3530, 0.3530)),
     "cifar10": DatasetInfo("CIFAR-10", 10, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": DatasetInfo("CIFAR-100", 100, 3, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),

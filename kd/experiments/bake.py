@@ -36,21 +36,11 @@ SECTION_KEYS = (
 )
 
 PAPER = "bake"
-CLASS_NAMES = {"fashion_mnist": ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
-                                 "bag", "boot"]}
 
 
 # ---------------------------------------------------------------- the design
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
-
-
 def class_names(dataset: str, num_classes: int) -> list[str]:
-    return CLASS_NAMES.get(dataset, [str(i) for i in range(num_classes)])
+    return list(kd_data.info(dataset).classes) or [str(i) for i in range(num_classes)]
 
 
 def bake_args(sec: dict, omega: float | None = None, same_class: int | None = None) -> dict:

@@ -33,14 +33,6 @@ SECTION_KEYS = (
 
 # ---------------------------------------------------------------- the design
 
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 images, 5 epochs, 1 seed' for tables and figures."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
-
-
 def label(pair: dict) -> str:
     return f"{pair['teacher']}->{pair['student']}"
 

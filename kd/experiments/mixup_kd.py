@@ -43,14 +43,6 @@ SCALINGS = ("fixed T", "std scaling")
 
 
 # ---------------------------------------------------------------- the design
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
-
-
 def kd_args(sec: dict) -> dict:
     """Plain KD (Hinton et al. 2015) as in RepDistiller / MIX-KD: 0.1 CE + 0.9 T^2 KL."""
     return {"temperature": float(sec["temperature"]), "ce_weight": float(sec["ce_weight"]),

@@ -25,7 +25,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kd import data as kd_data
 from kd.train import TrainConfig
 
 # The keys of params.yaml's self_distillation section; any other key there or in a notebook's overrides is an error
@@ -246,14 +245,6 @@ def flatness(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, norms, *,
 
 
 # ----------------------------------------------------------------------------- running and analysis
-
-
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 
 def flatness_settings(sec: dict) -> dict:

@@ -39,14 +39,6 @@ PAPER = "zipf_ls"
 
 
 # ---------------------------------------------------------------- the design
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
-
-
 def zipf_args(sec: dict, *, power: float | None = None, weight: float | None = None,
               dense: bool | None = None) -> dict:
     """Zipf's LS: CE + weight * KL(zipf(rank; power) || softmax over the non-target logits)."""
