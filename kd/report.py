@@ -102,12 +102,15 @@ class Report:
         self.numbers: dict = {}
         self.notes: list[str] = []
 
-    def claim(self, key: str, text: str, result: dict, paper: str = "", ours: str = "") -> dict:
+    def claim(self, key: str, text: str, result: dict, paper: str = "", ours: str = "",
+              requires: str | None = None) -> dict:
         """Record a claim; `result` comes from kd.stats (`compare`, `trend` or `check`).
-        `paper` is the paper's number or statement (data/paper_results.yaml), `ours` ours."""
+        `paper` is the paper's number or statement (data/paper_results.yaml), `ours` ours.
+        `requires`: a testbed claim (e.g. "ladder_spread") that must be reproduced on this
+        profile for this claim to be tested at all; otherwise its verdict is `not tested`."""
         if result["verdict"] not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {result['verdict']!r}")
-        entry = {"key": key, "claim": text, "paper": paper, "ours": ours, **result}
+        entry = {"key": key, "claim": text, "paper": paper, "ours": ours, "requires": requires, **result}
         self.claims = [c for c in self.claims if c["key"] != key] + [entry]
         return entry
 
@@ -136,6 +139,12 @@ class Report:
         plt.close(fig)
         return path
 
+    def _testbed_verdicts(self) -> dict[str, str]:
+        path = self.profile.results_dir(CONTROL_PAPER) / "metrics.json"
+        if not path.exists():
+            return {}
+        return {c["key"]: c["verdict"] for c in json.loads(path.read_text()).get("claims", [])}
+
     def regime(self) -> tuple[bool, str]:
         """(valid, why): may this profile's statistical verdicts be trusted? Not on a smoke-test
         profile; not where the positive control (the testbed's KD beats CE) failed or is missing."""
@@ -163,14 +172,24 @@ class Report:
         """Holm's correction over this paper's tested claims, then the regime's gate (see the
         module doc). Returns the claims as written; the raw verdicts are kept as `verdict_raw`."""
         valid, why = self.regime()
-        p_holm = holm([c.get("p") if c["verdict"] != "not tested" else None for c in self.claims])
+        testbed = self._testbed_verdicts() if any(c.get("requires") for c in self.claims) else {}
+        unmet = {}  # claims whose testbed precondition failed: not tested, and not in Holm's family
+        for c in self.claims:
+            need = c.get("requires")
+            if need and testbed.get(need) != "reproduced":
+                unmet[c["key"]] = (f"needs the testbed's `{need}` reproduced on `{self.profile.name}`; "
+                                   f"it is {testbed.get(need, 'missing')}")
+        tested = [c["verdict"] != "not tested" and c["key"] not in unmet for c in self.claims]
+        p_holm = holm([c.get("p") if t else None for c, t in zip(self.claims, tested)])
         out = []
-        for c, p_adj in zip(self.claims, p_holm):
-            c = dict(c, verdict_raw=c["verdict"], p_holm=p_adj if c["verdict"] != "not tested" else None)
+        for c, p_adj, t in zip(self.claims, p_holm, tested):
+            c = dict(c, verdict_raw=c["verdict"], p_holm=p_adj if t else None)
             c["verdict"] = adjusted_verdict(c, c["p_holm"])
             c.setdefault("reason", "")
             if c["verdict_raw"] == "not tested":
                 c["reason"] = c["reason"] or "too few seeds or levels (see evidence)"
+            elif c["key"] in unmet:
+                c["verdict"], c["reason"] = "not tested", unmet[c["key"]]
             elif not valid and (why.startswith("smoke") or c.get("claim_kind") != "check"):
                 c["verdict"], c["reason"] = "not tested", why
             out.append(c)

@@ -71,6 +71,29 @@ def test_holm_across_a_papers_claims(tmp_path):
     assert claims["weak"]["p_holm"] == pytest.approx(5 * weak["p"])
 
 
+@pytest.mark.parametrize("ladder", ["reproduced", "contradicted"])
+def test_a_claim_that_requires_a_testbed_result_is_not_tested_without_it(tmp_path, ladder):
+    d = tmp_path / "cpu" / "testbed"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"claims": [{"key": "positive_control", "verdict": "reproduced"},
+                                                           {"key": "ladder_spread", "verdict": ladder}]}))
+    rep = report.Report("toy", _profile(tmp_path))
+    gain = report.compare(*GAIN)
+    rep.claim("stronger", "gains grow with the teacher", gain, requires="ladder_spread")
+    rep.claim("plain", "A beats B", gain)
+    rep.write()
+    claims = {c["key"]: c for c in json.loads((tmp_path / "cpu" / "toy" / "metrics.json").read_text())["claims"]}
+    assert claims["plain"]["verdict"] == "reproduced"
+    if ladder == "reproduced":
+        assert claims["stronger"]["verdict"] == "reproduced"
+        assert claims["plain"]["p_holm"] == pytest.approx(min(1.0, 2 * gain["p"])), "two claims in Holm's family"
+    else:
+        assert claims["stronger"]["verdict"] == "not tested" and claims["stronger"]["verdict_raw"] == "reproduced"
+        assert "needs the testbed's `ladder_spread` reproduced on `cpu`; it is contradicted" in \
+            claims["stronger"]["reason"]
+        assert claims["plain"]["p_holm"] == pytest.approx(gain["p"]), "an untested claim is not in Holm's family"
+
+
 @pytest.mark.parametrize("control", ["inconclusive", None])
 def test_a_failed_or_missing_positive_control_makes_the_regime_invalid(tmp_path, control):
     if control:
