@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -92,11 +93,15 @@ def values(runs, key: str = "top1") -> list[float]:
 
 
 class Report:
-    """Collects one paper's claims, tables, numbers and figures; writes them atomically."""
+    """Collects one paper's claims, tables, numbers and figures, and puts them in place only at
+    the end (`write`): figures wait in `.staging/` until then, so a notebook that fails or is
+    killed half-way leaves the previous results as they were."""
 
     def __init__(self, paper: str, profile):
         self.paper, self.profile = paper, profile
         self.dir = profile.results_dir(paper)
+        self.staging = self.dir / ".staging"
+        shutil.rmtree(self.staging, ignore_errors=True)  # a killed run's leftovers
         self.claims: list[dict] = []
         self.tables: list[tuple[str, pd.DataFrame]] = []
         self.numbers: dict = {}
@@ -132,10 +137,9 @@ class Report:
     def savefig(self, fig, name: str) -> Path:
         import matplotlib.pyplot as plt
 
-        path = self.dir / "figures" / f"{name}.png"
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        tmp.replace(path)
+        path = self.staging / "figures" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
         return path
 
@@ -224,6 +228,9 @@ class Report:
         if self.notes:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         atomic_write_text(self.dir / "table.md", "\n".join(lines))
+        for staged in sorted((self.staging / "figures").glob("*.png")):  # the figures, now that all is done
+            staged.replace(self.dir / "figures" / staged.name)
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def _jsonable(value):

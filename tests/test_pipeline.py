@@ -74,6 +74,17 @@ def test_the_teachers_stage_depends_on_the_files_of_the_teachers_methods():
         assert _method_files([P.teacher_config(name) for name in P.teacher_names()]) <= deps
 
 
+@pytest.mark.parametrize("stage", ["testbed", "paper"])
+def test_a_notebook_stage_never_destroys_results(stage):
+    """Outputs persist (DVC does not delete them before the command) and the executed notebook
+    is moved into place only after papermill finished (Report does the same for its files)."""
+    spec = DVC["stages"][stage].get("do", DVC["stages"][stage])
+    outputs = [o for kind in ("outs", "metrics", "plots") for o in spec[kind]]
+    assert all(next(iter(o.values())).get("persist") for o in outputs)
+    assert ".running.ipynb" in spec["cmd"].split("papermill")[1].split("&&")[0], "papermill writes a temporary file"
+    assert spec["cmd"].rstrip().split("&&")[-1].strip().startswith("mv "), "moved into place last"
+
+
 def test_every_paper_stage_reads_the_positive_control():
     assert "results/${profile}/testbed/metrics.json" in DVC["stages"]["paper"]["do"]["deps"]
     testbed = DVC["stages"]["testbed"]

@@ -57,6 +57,34 @@ def test_report_writes_metrics_and_table_and_rejects_unknown_verdicts(tmp_path):
     assert not list((tmp_path / "cpu" / "toy").glob("*.tmp*")), "no temporary file left behind"
 
 
+def test_figures_and_results_appear_only_when_the_report_is_written(tmp_path):
+    """A notebook killed half-way leaves the previous results in place: the figures wait in
+    .staging until write(), which puts them, metrics.json and table.md in place."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _control(tmp_path, "reproduced")
+    old = report.Report("toy", _profile(tmp_path))
+    old.savefig(plt.figure(), "curve")
+    old.claim("gain", "A beats B", report.compare(*GAIN))
+    old.write()
+    final = tmp_path / "cpu" / "toy"
+    before = {p.name: p.read_bytes() for p in [final / "metrics.json", final / "figures" / "curve.png"]}
+    killed = report.Report("toy", _profile(tmp_path))  # a second run that never reaches write()
+    fig = plt.figure()
+    fig.gca().plot([0, 1], [1, 0])
+    killed.savefig(fig, "curve")
+    killed.claim("gain", "A beats B", report.compare(*reversed(GAIN)))
+    assert {p.name: p.read_bytes() for p in [final / "metrics.json", final / "figures" / "curve.png"]} == before
+    done = report.Report("toy", _profile(tmp_path))  # the rerun starts from a clean staging folder
+    assert not (final / ".staging").exists()
+    done.savefig(fig, "curve")
+    done.write()
+    assert (final / "figures" / "curve.png").read_bytes() != before["curve.png"] and not (final / ".staging").exists()
+
+
 def test_holm_across_a_papers_claims(tmp_path):
     _control(tmp_path, "reproduced")
     rep = report.Report("toy", _profile(tmp_path))
