@@ -300,6 +300,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     if start_epoch:
         log.message(f"{run_dir.name}: resuming from epoch {start_epoch} of {cfg.epochs} (checkpoint.pt)")
     steps_per_epoch = len(train_loader)
+    logits = targets = None  # the last evaluation's, reused for eval_logits.pt (the last epoch always evaluates)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
@@ -340,7 +341,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                              "rng": torch.get_rng_state(), "history": history}, ckpt_path)
     log.close()
 
-    logits, targets = predict(model, eval_loader, torch.bfloat16 if autocast["enabled"] else None)
+    if logits is None:  # a finished run resumed: nothing trained, evaluate the final model once
+        logits, targets = predict(model, eval_loader, torch.bfloat16 if autocast["enabled"] else None)
     evaluated = [r for r in history if "top1" in r]
     best = max(evaluated, key=lambda r: r["top1"])
     summary = {k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "epoch_time_s")}
