@@ -88,6 +88,29 @@ def student_table(groups: dict, paper_column: dict | None = None, digits: int = 
     return pd.DataFrame(rows).set_index("")
 
 
+def curves(groups: dict, keys=("train_loss", "top1")):
+    """Per-epoch training curves (each run's metrics.csv) of {row label: [Run per seed]}: one
+    panel per key, mean over seeds with the range of the seeds shaded. Test metrics are drawn at
+    the epochs that evaluated them. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for label, runs in groups.items():
+            frames = [r.history.set_index("epoch")[key].dropna() for r in runs if key in r.history]
+            if not frames:
+                continue
+            table = pd.concat(frames, axis=1)
+            line, = ax.plot(table.index, table.mean(1), label=label, lw=1.2)
+            if table.shape[1] > 1:
+                ax.fill_between(table.index, table.min(1), table.max(1), color=line.get_color(), alpha=0.15, lw=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def values(runs, key: str = "top1") -> list[float]:
     return [r.summary[key] for r in runs]
 

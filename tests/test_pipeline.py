@@ -102,6 +102,18 @@ def test_notebook_has_parameters_cell_and_no_outputs(paper):
         "notebooks are committed without outputs; executed copies live in results/"
 
 
+@pytest.mark.parametrize("paper", STUDIES)
+def test_every_saved_figure_is_shown_in_its_notebook(paper):
+    import re
+
+    nb = json.loads((ROOT / "notebooks" / f"{paper}.ipynb").read_text())
+    for cell in nb["cells"]:
+        source = "".join(cell["source"])
+        for fig in re.findall(r"rep\.savefig\((\w+),", source):
+            last = source.rstrip().splitlines()[-1].strip()
+            assert last == fig or f"display({fig})" in source, f"{paper}: {fig} is saved but not shown"
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_paper_section_resolves_for_every_profile(profile):
     for paper in STUDIES:
