@@ -26,7 +26,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +38,8 @@ if str(REPO) not in sys.path:  # kd need not be installed: the GPU machine runs 
     sys.path.insert(0, str(REPO))
 
 from kd import data as kd_data  # noqa: E402
+from kd.env import device_name  # noqa: E402
+from kd.io import atomic_write_text  # noqa: E402
 from kd import methods as kd_methods  # noqa: E402
 from kd import models as kd_models  # noqa: E402
 from kd import train as kd_train  # noqa: E402
@@ -73,18 +74,6 @@ def resolve_device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no GPU (torch.cuda.is_available() is False)")
     return device
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def device_slug(device: torch.device) -> str:
@@ -171,21 +160,6 @@ def _stream(make_iter):
         epoch += 1
 
 
-class _NoGuard:
-    def __init__(self, check_every_step):
-        pass
-
-    def record(self, *args):
-        pass
-
-    def check(self):
-        pass
-
-
-# fit's NaN guard (a private helper of kd.train; skipped if it is ever renamed)
-_Guard = getattr(kd_train, "_FiniteGuard", _NoGuard)
-
-
 class OursLoop:
     """kd.train.fit's training step on a device-resident synthetic split (no evaluation)."""
 
@@ -193,13 +167,13 @@ class OursLoop:
 
     def __init__(self, teacher, student, x, y, *, batch_size: int, device: torch.device,
                  compile: bool = False, bf16: bool = True, channels_last: bool = True,
-                 cudnn_benchmark: bool = False, mean=CIFAR100_MEAN, std=CIFAR100_STD,
+                 cudnn_benchmark: bool = True, mean=CIFAR100_MEAN, std=CIFAR100_STD,
                  crop_pad: int = 4, seed: int = 0, lr: float = 0.05, epochs_for_schedule: int = 240,
                  method: str = "kd"):
         self.device, self.batch_size = device, batch_size
         cuda = device.type == "cuda"
         self.cuda = cuda
-        self.cudnn_benchmark = cudnn_benchmark  # kd.train.fit leaves cuDNN's default (False)
+        self.cudnn_benchmark = cudnn_benchmark  # kd.train.fit turns cuDNN's autotuner on
         cl = channels_last and cuda
         # "kd": 0.1 CE + 0.9 T^2 KL, T = 4 (the CRD / mdistiller recipe); "ce" trains without a teacher
         self.method = kd_methods.create(method)
@@ -218,7 +192,7 @@ class OursLoop:
                 self.teacher = self.teacher.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(self.student.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
         self.train_model = torch.compile(self.student) if compile else self.student
-        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and cuda)
+        self.autocast = kd_train.autocast_settings(device, bf16)
         self.cfg = kd_train.TrainConfig(model="resnet8", epochs=epochs_for_schedule, lr=lr,
                                         schedule="multistep", milestones=[0.625, 0.75, 0.875])
         self.steps_per_epoch = len(self.loader)
@@ -232,7 +206,7 @@ class OursLoop:
         while True:
             self.loader.set_epoch(self._epoch)
             self.method.on_epoch_start(self._epoch, self.cfg.epochs)
-            self._guard = _Guard(check_every_step=not self.cuda)
+            self._guard = kd_train.FiniteGuard(check_every_step=not self.cuda)
             self._sums: dict = {}
             for step, batch in enumerate(self.loader):
                 yield step, batch
@@ -252,16 +226,12 @@ class OursLoop:
         lr = kd_train.learning_rate(self.cfg, self._epoch + step / self.steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(**self.autocast):
-            _, terms = self.method.forward_train(self.train_model, self.teacher, batch)
-        loss = sum(terms.values())
+        loss, terms = kd_train.train_step(self.method, self.train_model, self.teacher, batch, self.optimizer,
+                                          self.autocast)
         try:
             self._guard.record(loss, terms, self._epoch, step)
         except kd_train.NonFiniteLoss:  # CPU checks every step, as fit does
             self.nonfinite = True
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
         for k, v in terms.items():
             self._sums[k] = self._sums.get(k, 0) + v.detach().float()
         return batch.y.shape[0]
@@ -379,23 +349,9 @@ class ReferenceLoop:
 # ----------------------------------------------------------------------------- output
 
 def atomic_write_json(path, obj) -> Path:
-    """Write JSON through a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=_json_default)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write JSON atomically (kd.io), numpy numbers and paths included."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return Path(path)
 
 
 def _json_default(o):

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import device_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +42,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from kd.__main__ import studies
+    from kd.env import device_name
     from kd.io import atomic_write_text
     from kd.params import Profile
 
@@ -50,21 +50,24 @@ def main(argv=None) -> int:
     unknown = [p for p in args.papers if p not in studies()]
     if unknown:  # before anything runs
         raise SystemExit(f"unknown paper(s) {', '.join(unknown)}; known: {', '.join(studies())}")
-    out = ROOT / "results" / "benchmarks" / f"{P.name}_stages.json"
-    record = json.loads(out.read_text()) if out.exists() else {}
+    record_file = ROOT / "results" / "benchmarks" / f"{P.name}_stages.json"
+    record = json.loads(record_file.read_text()) if record_file.exists() else {}
     for paper in args.papers:
         before = finished_runs(P.students_root)
         train_s = timed([sys.executable, "-m", "kd", "run-many", "--paper", paper, "--profile", P.name])
         trained = finished_runs(P.students_root) - before
-        (ROOT / "results" / P.name / paper).mkdir(parents=True, exist_ok=True)
-        notebook_s = timed(["papermill", f"notebooks/{paper}.ipynb", f"results/{P.name}/{paper}/{paper}.ipynb",
+        out = ROOT / "results" / P.name / paper
+        out.mkdir(parents=True, exist_ok=True)
+        notebook_s = timed(["papermill", f"notebooks/{paper}.ipynb", str(out / ".running.ipynb"),  # as dvc.yaml's stage
                             "-p", "profile", P.name, "--cwd", "notebooks", "--no-progress-bar"])
+        (out / ".running.ipynb").replace(out / f"{paper}.ipynb")
         record[paper] = {"trainings_s": round(train_s), "notebook_s": round(notebook_s),
                          "stage_s": round(train_s + notebook_s), "runs_trained": trained,
-                         "workers": P.workers, "threads_per_training": int(os.environ.get("OMP_NUM_THREADS", 0)) or None,
+                         "workers": P.workers,
+                         "threads_per_training": int(os.environ.get("OMP_NUM_THREADS", 0)) or None,
                          "cpus": os.cpu_count(), "machine": device_name(torch.device("cpu")),
                          "date": time.strftime("%Y-%m-%d")}
-        atomic_write_text(out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(record_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
         print(f"{paper}: {record[paper]}", flush=True)
     return 0
 

@@ -113,7 +113,7 @@ def run_concurrent(n: int, cfg: dict) -> dict:
                 dead = [r for r, p in enumerate(procs) if r not in reported and p.exitcode not in (None, 0)]
                 if dead:
                     raise RuntimeError(f"N={n}: training process {dead[0]} died (exit code "
-                                       f"{procs[dead[0]].exitcode}) without reporting")
+                                       f"{procs[dead[0]].exitcode}) without reporting") from None
     finally:
         for p in procs:
             p.join(timeout=60)

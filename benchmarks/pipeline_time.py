@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import os
 import re
 import shutil
@@ -298,7 +297,8 @@ def main(argv=None) -> int:
         print(f"phase {ph['name']}{par}:")
         for cmd in ph["commands"]:
             print(f"    {' '.join(cmd)}")
-    print(f"GPU utilisation sampling: {'every %.1f s -> %s' % (args.interval, gpu_csv) if p['gpu_sample'] else 'off (no nvidia-smi)'}")
+    sampling = f"every {args.interval:.1f} s -> {gpu_csv}" if p["gpu_sample"] else "off (no nvidia-smi)"
+    print(f"GPU utilisation sampling: {sampling}")
     print(f"log -> {log_path}; summary -> {out}")
     goal = GOALS_MIN.get(args.profile)
     if goal:

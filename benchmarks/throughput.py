@@ -58,8 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="torch intra-op threads of the main process (default: torch's; "
                    "1 is much faster on a CPU shared with other jobs, see README)")
     p.add_argument("--compile", action="store_true", help="torch.compile the student in our loop")
-    p.add_argument("--ours-cudnn-benchmark", action="store_true",
-                   help="also turn cudnn.benchmark on for our loop (kd.train.fit leaves it off)")
+    p.add_argument("--ours-no-cudnn-benchmark", action="store_true",
+                   help="turn cudnn.benchmark off in our loop (kd.train.fit turns it on, as our loop does by default)")
     p.add_argument("--sync-methods", default="kd,dkd,dist,mixup_kd,pskd,bake,zipf_ls",
                    help="CUDA: kd.methods whose training step is checked for host-GPU synchronisations "
                         "(torch.cuda.set_sync_debug_mode); '' skips the check")
@@ -99,13 +99,13 @@ def bench_pair(teacher_name, student_name, args, device, x, y, peak):
     for b in args.batch_sizes:
         loops.append(bc.OursLoop(copy.deepcopy(teacher), copy.deepcopy(student), x, y, batch_size=b,
                                  device=device, compile=args.compile,
-                                 cudnn_benchmark=args.ours_cudnn_benchmark))
+                                 cudnn_benchmark=not args.ours_no_cudnn_benchmark))
     warm = {}
     for loop in loops:
         seconds, _ = loop.run(args.warmup)
         warm[(loop.label, loop.batch_size)] = seconds
     times = {(loop.label, loop.batch_size): [] for loop in loops}
-    for r in range(args.rounds):
+    for _ in range(args.rounds):
         for loop in loops:
             seconds, images = loop.run(args.steps)
             times[(loop.label, loop.batch_size)].append((seconds, images))

@@ -5,6 +5,7 @@
     python -m kd data --profile quick          # check / fetch the profile's dataset
     python -m kd teacher resnet20 --profile quick
     python -m kd run-many --profile full --paper dkd --workers 8   # a notebook's trainings, no Jupyter
+    python -m kd runs list --profile cpu kd    # the run cache: list | show <part of a name> | gc [--yes]
     python -m kd report --profile quick
 """
 from __future__ import annotations
@@ -134,6 +135,56 @@ def studies() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(kd.experiments.__path__) if m.name in params)
 
 
+def _runs(args) -> int:
+    import shutil
+
+    import pandas as pd
+
+    from kd import runs
+    from kd.params import Profile
+
+    P = Profile(args.profile, check_device=False)
+    rows = runs.inventory(P.runs_root)
+    if args.action == "list":
+        if not rows:
+            print(f"no runs under runs/{P.name}")
+            return 0
+        df = pd.DataFrame(rows).drop(columns=["path"])
+        if args.match:
+            df = df[df["run"].str.contains(args.match, regex=False)]
+        with pd.option_context("display.width", 250, "display.max_colwidth", 90, "display.max_rows", None):
+            print(df.to_string(index=False))
+        return 0
+    if args.action == "show":
+        found = [r for r in rows if args.match and args.match in r["run"]]
+        if len(found) != 1:
+            raise ValueError(f"{len(found)} runs of runs/{P.name} match {args.match!r}; give a longer part of the name")
+        path = found[0]["path"]
+        print(f"runs/{P.name}/{found[0]['run']}")
+        print("configuration (every method hyperparameter spelled out):")
+        print((path / "config.json").read_text())
+        if found[0]["finished"]:
+            print("final.json:")
+            print((path / "final.json").read_text())
+        else:
+            print("unfinished (no final.json)" + (": training now" if runs.is_busy(path) else ""))
+        return 0
+    # gc: stale runs (never handed back again), leftovers of killed writes, locks of removed runs;
+    # an unfinished run of this code stays: it resumes from its checkpoint
+    idle = [r for r in rows if not runs.is_busy(r["path"])]
+    doomed = [r["path"] for r in idle if r["stale"]]
+    doomed += [p for r in idle if not r["stale"] for p in r["path"].glob(".*.tmp")]
+    doomed += [p for p in P.runs_root.rglob("*.lock")
+               if not p.with_suffix("").exists() and not runs.is_busy(p.with_suffix(""))]
+    for p in doomed:
+        print(("removing " if args.yes else "would remove ") + str(p.relative_to(P.runs_root)))
+        if args.yes:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if not args.yes:
+        print(f"{len(doomed)} to remove; pass --yes to remove them")
+    return 0
+
+
 def _report(args) -> int:
     from kd.params import Profile
     from kd.report import build_report, update_readme
@@ -177,7 +228,7 @@ def main(argv=None) -> int:
     t.add_argument("--out", help="run folder (default runs/cli/<model>-<method>-<hash>)")
     t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    t.add_argument("--checkpoint-every", type=int, default=10)
+    t.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (default: every epoch)")
     t.add_argument("--compile", action="store_true", help="torch.compile the student")
     t.add_argument("--data-root", help="where the datasets are (default: data/ and system paths)")
     t.set_defaults(func=_train)
@@ -200,6 +251,13 @@ def main(argv=None) -> int:
     r.add_argument("--profile", default=None)
     r.add_argument("--workers", type=int, help="concurrent trainings (default: the profile's)")
     r.set_defaults(func=_run_many)
+
+    ru = sub.add_parser("runs", help="the run cache: list, show one run, or remove stale runs (gc)")
+    ru.add_argument("action", choices=("list", "show", "gc"))
+    ru.add_argument("match", nargs="?", help="list: runs whose name contains this; show: part of one run's name")
+    ru.add_argument("--profile", default=None)
+    ru.add_argument("--yes", action="store_true", help="gc: remove (without it gc only lists)")
+    ru.set_defaults(func=_runs)
 
     rep = sub.add_parser("report", help="write results/<profile>/README.md from the papers' metrics")
     rep.add_argument("--profile", default="quick")

@@ -38,10 +38,11 @@ class DatasetInfo:
     channels: int
     mean: tuple         # normalisation per channel; CIFAR-100's are the KD literature's
     std: tuple          # (shared/papers.md), the others the training-set statistics
+    classes: tuple = ()  # class names in label order, where the figures show them
 
 
 INFO = {
-    "fashion_mnist": DatasetInfo("Fashion-MNIST", 10, 1, (0.2860,), (0.3530,)),
+    "fashion_mnist": DatasetInfo("Fashion-MNIST", 10, 1, (0.2860,), (0.3530,), FASHION_CLASSES),
     "fashion_pairs": DatasetInfo("Fashion-MNIST pairs", 100, 2, (0.2860, 0.2860), (0.3530, 0.3530)),
     "cifar10": DatasetInfo("CIFAR-10", 10, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": DatasetInfo("CIFAR-100", 100, 3, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
@@ -95,6 +96,9 @@ def load(name: str, root: str | os.PathLike | None = None, *, train_subset: int 
     test set: use it for tuning, and the test set for reporting.
     """
     facts = info(name)
+    if root is not None and not download and not Path(root).is_dir():  # never fall back to another copy
+        raise FileNotFoundError(f"data root {root} does not exist (download into it with "
+                                f"`python -m kd data {name} --root {root}`, or leave it unset)")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     for label, n in (("train_subset", train_subset), ("eval_subset", eval_subset)):

@@ -49,11 +49,38 @@ def resolve(value, profile: str, inherits: str | None = None):
     return value
 
 
+def parse_seeds(seeds) -> list[int]:
+    """[0, 1], 3, "[0, 1]", "0,1" or "3" as a list of distinct non-negative ints, else a clear error."""
+    value = yaml.safe_load(f"[{seeds.strip().strip('[]')}]") if isinstance(seeds, str) else seeds
+    value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if (not isinstance(value, (list, tuple)) or not value or len(set(value)) != len(value)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+        raise ValueError(f"seeds must be distinct non-negative integers such as [0, 1, 2], got {seeds!r}")
+    return list(value)
+
+
+def _section_keys(paper: str) -> set[str] | None:
+    """The keys a paper's experiment module reads from its section (its SECTION_KEYS), or None
+    for a section without a module."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"kd.experiments.{paper}")
+    except ModuleNotFoundError as e:
+        if e.name != f"kd.experiments.{paper}":
+            raise
+        return None
+    return set(module.SECTION_KEYS)
+
+
 class Profile:
     """One profile of params.yaml, with helpers that turn paper sections into runs."""
 
-    def __init__(self, name: str | None = None, params: dict | None = None, check_device: bool = True):
-        """check_device=False: read a GPU profile on a machine without one (nothing trains)."""
+    def __init__(self, name: str | None = None, params: dict | None = None, check_device: bool = True,
+                 seeds=None):
+        """check_device=False: read a GPU profile on a machine without one (nothing trains).
+        seeds: the seeds to run instead of the profile's (a notebook's `seeds` parameter): a
+        list, one int, or their text as papermill's `-p seeds "[0, 1]"` passes it."""
         self.params = copy.deepcopy(params) if params is not None else load_params()
         name = name or self.params.get("profile", "quick")
         if name not in self.params["profiles"]:
@@ -61,9 +88,11 @@ class Profile:
                              f"{', '.join(self.params['profiles'])}")
         self.name = name
         self.settings = self.params["profiles"][name]
-        self.seeds: list[int] = list(self.settings["seeds"])
+        self.seeds: list[int] = list(self.settings["seeds"]) if seeds is None else parse_seeds(seeds)
         self.device: str = self.settings.get("device", "cpu")
         self.workers: int = int(self.settings.get("workers", 1))
+        # CPU threads per training (None: torch's default); a CPU run's last digits depend on it
+        self.threads: int | None = self.settings.get("threads")
         # a smoke-test profile: its verdicts are `not tested` (kd.report.Report)
         self.smoke: bool = bool(self.settings.get("smoke", False))
         # one teacher (this seed) for the students of every seed, or None: a teacher per seed
@@ -103,6 +132,11 @@ class Profile:
         if paper not in self.params:
             raise KeyError(f"params.yaml has no section {paper!r}")
         sec = resolve(self.params[paper], self.name, self.inherits)
+        known = _section_keys(paper) or set(sec)
+        for where, keys in (("params.yaml", set(sec)), ("the overrides", set(overrides))):
+            if keys - known:  # a typo (`dvc exp run -S dkd.temprature=2`) would otherwise be ignored
+                raise KeyError(f"{where}: unknown key(s) {sorted(keys - known)} for {paper!r}; "
+                               f"known: {', '.join(sorted(known))}")
         sec.update({k: v for k, v in overrides.items() if v is not None})
         return sec
 
@@ -147,8 +181,9 @@ class Profile:
     def teacher(self, name: str, seed: int = 0, progress: bool | None = False) -> kd_runs.Run:
         """The trained teacher `name` (trained now into its teachers-stage folder if missing)."""
         cfg = self.teacher_config(name, seed)
-        return kd_runs.run(cfg, root=self.teacher_root(name), device=self.device, progress=progress,
-                           lookup=self._lookup(), eval_every=self.eval_every)
+        with kd_runs.num_threads(self.threads):
+            return kd_runs.run(cfg, root=self.teacher_root(name), device=self.device, progress=progress,
+                               lookup=self._lookup(), eval_every=self.eval_every)
 
     def teachers(self, names, progress: bool | None = False) -> dict[tuple[str, int], kd_runs.Run]:
         """{(name, seed): Run} for every name and seed of the profile; missing teachers train
@@ -173,13 +208,12 @@ class Profile:
         """Train (or fetch from the cache) every configuration, `workers` at a time."""
         return kd_runs.run_many(configs, root=self.students_root, device=self.device,
                                 workers=self.workers, progress=progress, lookup=self._lookup(),
-                                eval_every=self.eval_every)
+                                threads=self.threads, eval_every=self.eval_every)
 
 
 def _train_teacher(args) -> None:
-    """Worker of Profile.teachers: one teacher in its own process."""
-    import torch
-
+    """Worker of Profile.teachers: one teacher in its own process (one thread unless the profile says)."""
     name, params, teacher, seed = args
-    torch.set_num_threads(1)
-    Profile(name, params).teacher(teacher, seed)
+    P = Profile(name, params)
+    P.threads = P.threads or 1
+    P.teacher(teacher, seed)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,27 +88,57 @@ def student_table(groups: dict, paper_column: dict | None = None, digits: int = 
     return pd.DataFrame(rows).set_index("")
 
 
+def curves(groups: dict, keys=("train_loss", "top1")):
+    """Per-epoch training curves (each run's metrics.csv) of {row label: [Run per seed]}: one
+    panel per key, mean over seeds with the range of the seeds shaded. Test metrics are drawn at
+    the epochs that evaluated them. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for label, runs in groups.items():
+            frames = [r.history.set_index("epoch")[key].dropna() for r in runs if key in r.history]
+            if not frames:
+                continue
+            table = pd.concat(frames, axis=1)
+            line, = ax.plot(table.index, table.mean(1), label=label, lw=1.2)
+            if table.shape[1] > 1:
+                ax.fill_between(table.index, table.min(1), table.max(1), color=line.get_color(), alpha=0.15, lw=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def values(runs, key: str = "top1") -> list[float]:
     return [r.summary[key] for r in runs]
 
 
 class Report:
-    """Collects one paper's claims, tables, numbers and figures; writes them atomically."""
+    """Collects one paper's claims, tables, numbers and figures, and puts them in place only at
+    the end (`write`): figures wait in `.staging/` until then, so a notebook that fails or is
+    killed half-way leaves the previous results as they were."""
 
     def __init__(self, paper: str, profile):
         self.paper, self.profile = paper, profile
         self.dir = profile.results_dir(paper)
+        self.staging = self.dir / ".staging"
+        shutil.rmtree(self.staging, ignore_errors=True)  # a killed run's leftovers
         self.claims: list[dict] = []
         self.tables: list[tuple[str, pd.DataFrame]] = []
         self.numbers: dict = {}
         self.notes: list[str] = []
 
-    def claim(self, key: str, text: str, result: dict, paper: str = "", ours: str = "") -> dict:
+    def claim(self, key: str, text: str, result: dict, paper: str = "", ours: str = "",
+              requires: str | None = None) -> dict:
         """Record a claim; `result` comes from kd.stats (`compare`, `trend` or `check`).
-        `paper` is the paper's number or statement (data/paper_results.yaml), `ours` ours."""
+        `paper` is the paper's number or statement (data/paper_results.yaml), `ours` ours.
+        `requires`: a testbed claim (e.g. "ladder_spread") that must be reproduced on this
+        profile for this claim to be tested at all; otherwise its verdict is `not tested`."""
         if result["verdict"] not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {result['verdict']!r}")
-        entry = {"key": key, "claim": text, "paper": paper, "ours": ours, **result}
+        entry = {"key": key, "claim": text, "paper": paper, "ours": ours, "requires": requires, **result}
         self.claims = [c for c in self.claims if c["key"] != key] + [entry]
         return entry
 
@@ -129,12 +160,17 @@ class Report:
     def savefig(self, fig, name: str) -> Path:
         import matplotlib.pyplot as plt
 
-        path = self.dir / "figures" / f"{name}.png"
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        tmp.replace(path)
+        path = self.staging / "figures" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
         return path
+
+    def _testbed_verdicts(self) -> dict[str, str]:
+        path = self.profile.results_dir(CONTROL_PAPER) / "metrics.json"
+        if not path.exists():
+            return {}
+        return {c["key"]: c["verdict"] for c in json.loads(path.read_text()).get("claims", [])}
 
     def regime(self) -> tuple[bool, str]:
         """(valid, why): may this profile's statistical verdicts be trusted? Not on a smoke-test
@@ -145,7 +181,8 @@ class Report:
             return True, ""
         path = self.profile.results_dir(CONTROL_PAPER) / "metrics.json"
         if not path.exists():
-            return False, f"regime invalid: no positive control on profile `{self.profile.name}` (run the testbed stage)"
+            return False, (f"regime invalid: no positive control on profile `{self.profile.name}` "
+                           "(run the testbed stage)")
         control = {c["key"]: c for c in json.loads(path.read_text()).get("claims", [])}.get(CONTROL_KEY)
         if control is None or control["verdict"] != "reproduced":
             got = control["verdict"] if control else "missing"
@@ -162,14 +199,24 @@ class Report:
         """Holm's correction over this paper's tested claims, then the regime's gate (see the
         module doc). Returns the claims as written; the raw verdicts are kept as `verdict_raw`."""
         valid, why = self.regime()
-        p_holm = holm([c.get("p") if c["verdict"] != "not tested" else None for c in self.claims])
+        testbed = self._testbed_verdicts() if any(c.get("requires") for c in self.claims) else {}
+        unmet = {}  # claims whose testbed precondition failed: not tested, and not in Holm's family
+        for c in self.claims:
+            need = c.get("requires")
+            if need and testbed.get(need) != "reproduced":
+                unmet[c["key"]] = (f"needs the testbed's `{need}` reproduced on `{self.profile.name}`; "
+                                   f"it is {testbed.get(need, 'missing')}")
+        tested = [c["verdict"] != "not tested" and c["key"] not in unmet for c in self.claims]
+        p_holm = holm([c.get("p") if t else None for c, t in zip(self.claims, tested)])
         out = []
-        for c, p_adj in zip(self.claims, p_holm):
-            c = dict(c, verdict_raw=c["verdict"], p_holm=p_adj if c["verdict"] != "not tested" else None)
+        for c, p_adj, t in zip(self.claims, p_holm, tested):
+            c = dict(c, verdict_raw=c["verdict"], p_holm=p_adj if t else None)
             c["verdict"] = adjusted_verdict(c, c["p_holm"])
             c.setdefault("reason", "")
             if c["verdict_raw"] == "not tested":
                 c["reason"] = c["reason"] or "too few seeds or levels (see evidence)"
+            elif c["key"] in unmet:
+                c["verdict"], c["reason"] = "not tested", unmet[c["key"]]
             elif not valid and (why.startswith("smoke") or c.get("claim_kind") != "check"):
                 c["verdict"], c["reason"] = "not tested", why
             out.append(c)
@@ -204,6 +251,9 @@ class Report:
         if self.notes:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         atomic_write_text(self.dir / "table.md", "\n".join(lines))
+        for staged in sorted((self.staging / "figures").glob("*.png")):  # the figures, now that all is done
+            staged.replace(self.dir / "figures" / staged.name)
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def _jsonable(value):
@@ -256,7 +306,8 @@ def build_report(profile_name: str, results_root: Path | None = None) -> Path:
             "Every row is a claim of a paper, its number as reported (data/paper_results.yaml), ours "
             "(last-epoch test top-1 or the metric named, mean ± std over seeds), the test's evidence "
             "(difference, 95% CI, n, test, p before and after Holm's correction) and the verdict "
-            "(kd.stats). Each paper's details: `<paper>/table.md` and the executed notebook.", "", df.to_markdown(index=False) if len(df) else "(no paper results yet)",
+            "(kd.stats). Each paper's details: `<paper>/table.md` and the executed notebook.", "",
+            df.to_markdown(index=False) if len(df) else "(no paper results yet)",
             "", "![verdicts](summary.png)", ""]
     out = base / "README.md"
     atomic_write_text(out, "\n".join(text))
@@ -278,5 +329,6 @@ def update_readme(profile_name: str, readme: Path = ROOT / "README.md", results_
                                                                        f"](results/{profile_name}/summary.png)")
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    block = f"{README_START}\n_Generated by `python -m kd report --profile {profile_name} --readme`._\n{table}\n{README_END}"
+    generated = f"_Generated by `python -m kd report --profile {profile_name} --readme`._"
+    block = f"{README_START}\n{generated}\n{table}\n{README_END}"
     atomic_write_text(readme, head + block + tail)

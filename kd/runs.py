@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from kd.train import TrainConfig, fit, load_model
+from kd.train import TrainConfig, fit, load_model, sha256
 
 
 def project_root() -> Path:
@@ -65,15 +65,25 @@ class Run:
         """Final metrics (last epoch) plus best-epoch top-1 and timings."""
         return json.loads((self.path / "final.json").read_text())
 
+    def verified(self, name: str) -> Path:
+        """The run's file `name`, after checking it against the checksum final.json recorded."""
+        path = self.path / name
+        expected = self.summary.get("files", {}).get(name)
+        if expected is not None and sha256(path) != expected:
+            raise RuntimeError(f"{path} does not match the checksum its final.json recorded: the run is "
+                               "damaged or was overwritten; delete the folder and the run trains again")
+        return path
+
     @property
     def history(self) -> pd.DataFrame:
         return pd.read_csv(self.path / "metrics.csv")
 
     def model(self, device="cpu") -> torch.nn.Module:
+        self.verified("model.pt")
         return load_model(self.path, device)
 
     def eval_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
-        d = torch.load(self.path / "eval_logits.pt", weights_only=True)
+        d = torch.load(self.verified("eval_logits.pt"), weights_only=True)
         return d["logits"], d["targets"]
 
 
@@ -140,18 +150,68 @@ def dependency_levels(configs: list[TrainConfig]) -> list[list[TrainConfig]]:
     return levels
 
 
+def inventory(root: Path) -> list[dict]:
+    """Every run folder under `root` (recursively), with its settings and final metrics, and
+    whether it is `stale`: its name is not the identity its config.json has under this code (an
+    old method version or default, or settings this code no longer knows), so the cache never
+    hands it back."""
+    rows = []
+    for config_file in sorted(Path(root).rglob("config.json")):
+        path = config_file.parent
+        row = {"run": str(path.relative_to(root)), "path": path, "finished": (path / "final.json").exists()}
+        try:
+            cfg = TrainConfig.from_dict(json.loads(config_file.read_text()))
+            row.update(model=cfg.model, method=cfg.method, seed=cfg.seed, epochs=cfg.epochs,
+                       method_args=cfg.resolved().method_args, stale=run_dir(cfg, path.parent) != path)
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+            row.update(stale=True, problem=f"{type(e).__name__}: {e}")
+        if row["finished"]:
+            s = json.loads((path / "final.json").read_text())
+            row.update(top1=s.get("top1"), best_top1=s.get("best_top1"), best_epoch=s.get("best_epoch"))
+        rows.append(row)
+    return rows
+
+
+def is_busy(path: Path) -> bool:
+    """Whether another process holds the run's lock (it is training it now)."""
+    lock = path.with_name(path.name + ".lock")
+    if not lock.exists():
+        return False
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+@contextmanager
+def num_threads(n: int | None):
+    """Train with `n` CPU threads inside the block (None: torch's default): a CPU run's last
+    digits depend on the thread count, so a profile pins it (params.yaml `threads`)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _run_one(args):
-    cfg_dict, root, device, lookup, fit_options = args
-    torch.set_num_threads(1)
-    run(TrainConfig.from_dict(cfg_dict), root=root, device=device, progress=False, lookup=lookup, **fit_options)
+    cfg_dict, root, device, lookup, threads, fit_options = args
+    with num_threads(threads or 1):
+        run(TrainConfig.from_dict(cfg_dict), root=root, device=device, progress=False, lookup=lookup, **fit_options)
     return cfg_dict
 
 
 def run_many(configs: list[TrainConfig], *, root=None, device=None, workers: int = 1,
-             progress: bool | None = None, lookup=(), **fit_options) -> list[Run]:
+             progress: bool | None = None, lookup=(), threads: int | None = None, **fit_options) -> list[Run]:
     """Run many configurations, teachers first; `workers` > 1 trains that many at once in
-    separate processes (one thread each on a CPU; fills a GPU with small CIFAR models).
-    `fit_options` go to `fit` (e.g. eval_every). Returns the Runs in order."""
+    separate processes (fills a GPU with small CIFAR models). Each training uses `threads` CPU
+    threads (None: torch's default, one in a worker process). `fit_options` go to `fit` (e.g.
+    eval_every). Returns the Runs in order."""
     root = Path(root) if root is not None else runs_root()
     roots = [root, *lookup]
     for cfg in configs:
@@ -159,14 +219,15 @@ def run_many(configs: list[TrainConfig], *, root=None, device=None, workers: int
     for level in dependency_levels(configs):
         todo = [c for c in level if find(c, roots) is None]
         if workers <= 1 or len(todo) <= 1:
-            for cfg in todo:
-                run(cfg, root=root, device=device, progress=progress, lookup=lookup, **fit_options)
+            with num_threads(threads):
+                for cfg in todo:
+                    run(cfg, root=root, device=device, progress=progress, lookup=lookup, **fit_options)
             continue
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         with ctx.Pool(min(workers, len(todo))) as pool:
-            jobs = [(c.to_dict(), str(root), device, [str(p) for p in lookup], fit_options) for c in todo]
+            jobs = [(c.to_dict(), str(root), device, [str(p) for p in lookup], threads, fit_options) for c in todo]
             for _ in pool.imap_unordered(_run_one, jobs):
                 pass
     return [find(c, roots) for c in configs]

@@ -16,6 +16,7 @@ import torch
 from kd import data as kd_data
 from kd import methods as kd_methods
 from kd import models as kd_models
+from kd import train as kd_train
 
 
 def step_times(methods: dict[str, tuple[str, dict]], model: str, dataset: kd_data.Dataset, *,
@@ -30,6 +31,7 @@ def step_times(methods: dict[str, tuple[str, dict]], model: str, dataset: kd_dat
     base_model = kd_models.create(model, dataset.num_classes, in_channels=dataset.in_channels).to(device)
     if teacher is not None:
         teacher = teacher.to(device).eval().requires_grad_(False)
+    autocast = kd_train.autocast_settings(device)  # as fit trains: bf16 on CUDA
     setups = {}
     for label, (name, hp) in methods.items():
         method = kd_methods.create(name, **hp)
@@ -48,10 +50,7 @@ def step_times(methods: dict[str, tuple[str, dict]], model: str, dataset: kd_dat
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for batch in batches:
-            _, terms = method.forward_train(net, teacher if method.needs_teacher else None, batch)
-            opt.zero_grad(set_to_none=True)
-            sum(terms.values()).backward()
-            opt.step()
+            kd_train.train_step(method, net, teacher if method.needs_teacher else None, batch, opt, autocast)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return (time.perf_counter() - t0) / len(batches)

@@ -36,10 +36,14 @@ import torch
 from kd import data as kd_data
 from kd import methods as kd_methods
 from kd import models as kd_models
+from kd.env import provenance
 from kd.io import atomic_save, atomic_write_text, write_csv
 from kd.metrics import classification_metrics, predict
 
 SCHEDULES = ("multistep", "cosine", "constant")
+# Part of every run's identity: bump when the loop, the loader or the data pipeline changes what
+# a configuration trains to, so that no run of the old code is handed back as a run of the new.
+TRAIN_VERSION = 1
 
 
 @dataclass
@@ -86,10 +90,24 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if d["data_seed"] is None:  # unset: left out, so configurations from before it keep their hash
-            del d["data_seed"]
         if self.teacher is not None:
             d["teacher"] = self.teacher.to_dict()
+        return d
+
+    def resolved(self) -> "TrainConfig":
+        """This configuration with every method hyperparameter spelled out, defaults included
+        (the teacher's too): {"temperature": 4} and {} name the same KD run."""
+        return dataclasses.replace(self, method_args=kd_methods.resolved_args(self.method, self.method_args),
+                                   teacher=self.teacher.resolved() if self.teacher is not None else None)
+
+    def identity(self) -> dict:
+        """What names a run: the resolved configuration, the version of its method (which
+        covers the loss functions the method calls) and the training loop's version, for the
+        teacher too. Changing a default or a method's behaviour (with its version) gives new runs."""
+        d = self.resolved().to_dict()
+        d["versions"] = {"method": kd_methods.REGISTRY[self.method].version, "train": TRAIN_VERSION}
+        if self.teacher is not None:
+            d["teacher"] = self.teacher.identity()
         return d
 
     def load_data(self, root=None) -> "kd_data.Dataset":
@@ -100,8 +118,8 @@ class TrainConfig:
                             seed=self.seed if self.data_seed is None else self.data_seed)
 
     def hash(self) -> str:
-        """A short content hash of the configuration (teacher included)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """A short content hash of the run's identity (teacher included)."""
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def replace(self, **changes) -> "TrainConfig":
@@ -118,6 +136,10 @@ class TrainConfig:
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError(f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got lr={self.lr}, "
                              f"weight_decay={self.weight_decay}, momentum={self.momentum}")
+        if self.crop_pad < 0 or self.cutout < 0 or self.warmup_epochs < 0 or not self.gamma > 0:
+            raise ValueError(f"need crop_pad >= 0, cutout >= 0, warmup_epochs >= 0, gamma > 0; got crop_pad="
+                             f"{self.crop_pad}, cutout={self.cutout}, warmup_epochs={self.warmup_epochs}, "
+                             f"gamma={self.gamma}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if any(not 0 < m < 1 for m in self.milestones):
@@ -125,7 +147,8 @@ class TrainConfig:
                              "e.g. epochs 150, 180, 210 of 240 are [0.625, 0.75, 0.875]")
         method = kd_methods.create(self.method, **self.method_args)
         if method.needs_teacher and self.teacher is None:
-            raise ValueError(f"method {self.method!r} needs a teacher: set `teacher` to the teacher's TrainConfig")
+            raise ValueError(f"method {self.method!r} needs a teacher: on the command line pass --teacher-run "
+                             "<a finished run's folder>; in Python set `teacher` to the teacher's TrainConfig")
         if self.teacher is not None:
             if not method.needs_teacher:
                 raise ValueError(f"method {self.method!r} uses no teacher, but one was given; remove `teacher`")
@@ -187,7 +210,7 @@ def load_model(run_dir: str | os.PathLike, device="cpu") -> torch.nn.Module:
 
 
 def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Module | None = None,
-        device=None, resume: bool = True, checkpoint_every: int = 10, eval_every: int = 1,
+        device=None, resume: bool = True, checkpoint_every: int = 1, eval_every: int = 1,
         compile: bool = False, progress: bool | None = None, data_root=None) -> dict:
     """Train `cfg` into `run_dir` and return the final summary (also written to final.json).
 
@@ -200,10 +223,14 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     if teacher is None and method.needs_teacher:
         raise ValueError(f"method {cfg.method!r} needs a trained teacher model (pass teacher=...)")
     device = torch.device(device) if device is not None else default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():  # before any file is written
+        raise RuntimeError(f"device {device} asked for, but no GPU is visible (torch.cuda.is_available() is False)")
     dist = _Distributed(device)
     # the data first: a missing dataset stops the run before anything is written
     ds = cfg.load_data(data_root)
     run_dir = Path(run_dir)
+    if resume:
+        _check_folder_is_this_run(run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
     start_epoch, state = 0, None
@@ -219,7 +246,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                              f"{cfg.hash()}); delete it, pass resume=False, or use another run directory")
         start_epoch = state["epoch"]
     if dist.main:
-        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+        (run_dir / "final.json").unlink(missing_ok=True)  # unfinished until final.json is written at the end
+        atomic_write_text(run_dir / "config.json", json.dumps(cfg.resolved().to_dict(), indent=2, sort_keys=True))
 
     cuda = device.type == "cuda"
     if cuda:
@@ -262,32 +290,30 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if cuda else None)
     if compile:
         train_model = torch.compile(train_model)
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and cuda)
+    autocast = autocast_settings(device, cfg.bf16)
     teacher_eval_logits = None
     if teacher is not None:
         teacher_eval_logits, _ = predict(teacher, eval_loader, torch.bfloat16 if autocast["enabled"] else None)
 
     show_bar = sys.stderr.isatty() if progress is None else progress
     log = _Logger(run_dir.name, cfg.epochs, show_bar and dist.main, quiet=(progress is False) or not dist.main)
+    if start_epoch:
+        log.message(f"{run_dir.name}: resuming from epoch {start_epoch} of {cfg.epochs} (checkpoint.pt)")
     steps_per_epoch = len(train_loader)
+    logits = targets = None  # the last evaluation's, reused for eval_logits.pt (the last epoch always evaluates)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
         method.on_epoch_start(epoch, cfg.epochs)
         model.train()
         sums: dict[str, torch.Tensor] = {}
-        guard = _FiniteGuard(check_every_step=not cuda)
+        guard = FiniteGuard(check_every_step=not cuda)
         for step, batch in enumerate(log.steps(train_loader, epoch)):
             lr = learning_rate(cfg, epoch + step / steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with torch.autocast(**autocast):
-                _, terms = method.forward_train(train_model, teacher, batch)
-            loss = sum(terms.values())
+            loss, terms = train_step(method, train_model, teacher, batch, optimizer, autocast)
             guard.record(loss, terms, epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v.detach().float()
         guard.check()
@@ -315,7 +341,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                              "rng": torch.get_rng_state(), "history": history}, ckpt_path)
     log.close()
 
-    logits, targets = predict(model, eval_loader, torch.bfloat16 if autocast["enabled"] else None)
+    if logits is None:  # a finished run resumed: nothing trained, evaluate the final model once
+        logits, targets = predict(model, eval_loader, torch.bfloat16 if autocast["enabled"] else None)
     evaluated = [r for r in history if "top1" in r]
     best = max(evaluated, key=lambda r: r["top1"])
     summary = {k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "epoch_time_s")}
@@ -325,12 +352,56 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                     "params": sum(p.numel() for p in model.parameters()),
                     "train_time_s": sum(r["epoch_time_s"] for r in history),
                     "epoch_time_s": _median([r["epoch_time_s"] for r in history]),
-                    "device": str(device), "teacher_hash": cfg.teacher.hash() if cfg.teacher else None})
+                    "device": str(device), "teacher_hash": cfg.teacher.hash() if cfg.teacher else None,
+                    "versions": cfg.identity()["versions"], "provenance": provenance(device)})
     if dist.main:
         atomic_save(model.state_dict(), run_dir / "model.pt")
         atomic_save({"logits": logits.cpu(), "targets": targets.cpu()}, run_dir / "eval_logits.pt")
+        # final.json is written last and marks the run finished; it holds the other files' checksums
+        summary["files"] = {name: sha256(run_dir / name) for name in FINISHED_FILES}
         atomic_write_text(run_dir / "final.json", json.dumps(summary, indent=2))
     return summary
+
+
+# written before final.json, whose `files` holds their checksums (kd.runs.Run checks them on loading)
+FINISHED_FILES = ("config.json", "metrics.csv", "model.pt", "eval_logits.pt")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _check_folder_is_this_run(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse a folder that holds another configuration's run (two trainings given one --out)."""
+    config_file = run_dir / "config.json"
+    if not config_file.exists():
+        return
+    try:
+        other = TrainConfig.from_dict(json.loads(config_file.read_text())).hash()
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        other = None
+    if other != cfg.hash():
+        raise ValueError(f"{run_dir} holds the run of another configuration (its config.json): give this "
+                         "training another folder, or replace that run with resume=False (--no-resume)")
+
+
+def autocast_settings(device: torch.device, bf16: bool = True) -> dict:
+    """torch.autocast's arguments for training: bf16 on CUDA when asked, float32 on a CPU."""
+    return dict(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+
+
+def train_step(method: kd_methods.Method, model: torch.nn.Module, teacher: torch.nn.Module | None, batch,
+               optimizer: torch.optim.Optimizer, autocast: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training step, the same for every method and every caller (`fit`, `kd.timing`, the
+    benchmarks): the method's forward under autocast, the sum of its loss terms, backward, and
+    the optimiser's step. Returns (loss, terms); nothing waits for the device."""
+    with torch.autocast(**autocast):
+        _, terms = method.forward_train(model, teacher, batch)
+    loss = sum(terms.values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, terms
 
 
 def _out_features(model: torch.nn.Module) -> int:
@@ -342,7 +413,7 @@ def _median(values: list[float]) -> float:
     return values[len(values) // 2]
 
 
-class _FiniteGuard:
+class FiniteGuard:
     """Stops on a NaN/Inf loss. On CPU it checks every step; on CUDA it records the first bad
     step on the device and checks once per epoch, so that training never waits for the host."""
 
@@ -393,6 +464,10 @@ class _Logger:
 
         self._tqdm = tqdm(loader, desc=f"{self.name} {epoch + 1}/{self.epochs}", leave=False)
         return self._tqdm
+
+    def message(self, text: str):
+        if not self.quiet:
+            print(text, flush=True)
 
     def epoch(self, row):
         if self.quiet:

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from kd import runs
 from kd.__main__ import main
 
 # One OpenMP thread: two stall badly when other processes share a 2-core machine.
@@ -76,7 +77,8 @@ def test_train_a_student_from_a_teacher_run(tmp_path, capsys):
     final = json.loads((tmp_path / "student" / "final.json").read_text())
     assert "agreement" in final and "kl_teacher" in final
     config = json.loads((tmp_path / "student" / "config.json").read_text())
-    assert config["method_args"] == {"temperature": 2} and config["teacher"]["model"] == "plane2"
+    assert config["method_args"] == {"temperature": 2, "ce_weight": 0.1, "kd_weight": 0.9}, "defaults spelled out"
+    assert config["teacher"]["model"] == "plane2"
 
 
 def test_unknown_model_exits_nonzero_with_a_clear_message(tmp_path):
@@ -88,7 +90,11 @@ def test_unknown_model_exits_nonzero_with_a_clear_message(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "kd"], "needs a teacher"),
+    (["--method", "kd"], "needs a teacher: on the command line pass --teacher-run"),
+    (["--method", "kd", "--method-args", '{"temperature": "abc"}'], "temperature must be a float like its default"),
+    (["--data-root", "/nonexistent", "--dataset", "digits"], "data root /nonexistent does not exist"),
+    (["--cutout", "-2"], "cutout=-2"),
+    (["--crop-pad", "-1"], "crop_pad=-1"),
     (["--method", "kd", "--method-args", '{"temperature": -1}'], "temperature must be positive, got -1"),
     (["--method", "kd", "--teacher-run", "/nonexistent"], "no finished run there"),
     (["--model", "plane2", "--method", "kdd"], "unknown method 'kdd'; available:"),
@@ -102,6 +108,14 @@ def test_other_bad_input_fails_cleanly(tmp_path, capsys, args, message):
     assert e.value.code not in (0, None)
     captured = capsys.readouterr()
     assert message in captured.err + str(e.value.code)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_device_cuda_without_a_gpu_fails_before_writing(tmp_path, capsys):
+    assert main(["train", "--model", "plane2", "--dataset", "digits", "--device", "cuda",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "no GPU is visible" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
@@ -129,3 +143,45 @@ def test_unknown_names_fail_before_anything_is_written(tmp_path, monkeypatch, ca
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
+def test_runs_list_show_and_gc(tmp_path, monkeypatch, capsys):
+    """`runs list` shows every run with its resolved settings, `show` one run, `gc` removes only
+    stale runs (a name that is not their identity under this code), tmp leftovers and orphan locks."""
+    import shutil
+
+    from kd.train import TrainConfig
+
+    monkeypatch.setenv("KD_RUNS", str(tmp_path))
+    store = tmp_path / "quick" / "students"
+    cfg = TrainConfig(model="plane2", dataset="digits", train_subset=100, eval_subset=50, epochs=1, batch_size=50,
+                      seed=0)
+    with runs.num_threads(1):
+        good = runs.run(cfg, root=store, device="cpu", progress=False).path
+    stale = store / "plane2-ce-000000000000"  # as if trained by an older version of the code
+    shutil.copytree(good, stale)
+    (good / ".final.json.abc.tmp").write_text("half")
+    (store / "plane2-ce-111111111111.lock").write_text("")
+    assert main(["runs", "list", "--profile", "quick"]) == 0
+    listing = capsys.readouterr().out
+    assert good.name in listing and stale.name in listing and "same_class" in listing, "defaults spelled out"
+    assert main(["runs", "show", good.name[-12:], "--profile", "quick"]) == 0
+    shown = capsys.readouterr().out
+    assert '"model": "plane2"' in shown and '"top1"' in shown
+    assert main(["runs", "gc", "--profile", "quick"]) == 0
+    assert "3 to remove; pass --yes" in capsys.readouterr().out and stale.exists(), "without --yes nothing goes"
+    assert main(["runs", "gc", "--profile", "quick", "--yes"]) == 0
+    assert not stale.exists() and not (store / "plane2-ce-111111111111.lock").exists()
+    assert not list(good.glob(".*.tmp")) and (good / "final.json").exists()
+    assert runs.find(cfg, [store]).path == good, "the good run is still a cache hit"
+
+
+def test_a_second_configuration_into_the_same_out_folder_is_refused(tmp_path, capsys):
+    common = ["--model", "plane2", "--dataset", "digits", "--epochs", "1", "--train-subset", "100",
+              "--eval-subset", "50", "--batch-size", "50", "--device", "cpu", "--out", str(tmp_path / "r")]
+    with runs.num_threads(1):
+        assert main(["train", *common]) == 0
+        before = (tmp_path / "r" / "final.json").read_text()
+        assert main(["train", *common, "--lr", "0.01"]) == 2
+    assert "holds the run of another configuration" in capsys.readouterr().err
+    assert (tmp_path / "r" / "final.json").read_text() == before, "the first run is untouched"

@@ -35,6 +35,56 @@ def test_every_paper_has_a_stage_a_notebook_and_an_experiment_module():
     assert all(f"results/${{profile}}/{p}/metrics.json" in report_deps for p in STUDIES)
 
 
+def _method_files(configs) -> set[str]:
+    """The kd/methods files defining the methods of these configurations and of their teachers."""
+    import inspect
+
+    import kd.methods
+
+    files, todo = set(), list(configs)
+    while todo:
+        cfg = todo.pop()
+        files.add(Path(inspect.getfile(kd.methods.REGISTRY[cfg.method])).relative_to(ROOT).as_posix())
+        todo += [cfg.teacher] if cfg.teacher is not None else []
+    return files
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_each_paper_stage_depends_on_the_files_of_the_methods_it_trains(paper):
+    """Editing one paper's method reruns that paper's stage (and only the papers that use it)."""
+    from kd.params import Profile
+
+    stage = DVC["stages"]["paper"]
+    deps = {d.replace("${item.method}", stage["foreach"][paper]["method"]) for d in stage["do"]["deps"]}
+    assert f"kd/methods/{stage['foreach'][paper]['method']}.py" in deps and "kd/methods/base.py" in deps
+    module = importlib.import_module(f"kd.experiments.{paper}")
+    for profile in ("quick", "cpu"):
+        P = Profile(profile)
+        configs = kd.experiments.configs(module.plan(P, P.section(paper)))
+        configs += [P.teacher_config(name) for name in module.teacher_names(P, P.section(paper))]
+        assert _method_files(configs) <= deps, f"{paper} ({profile}): add these to its dvc deps"
+
+
+def test_the_teachers_stage_depends_on_the_files_of_the_teachers_methods():
+    from kd.params import Profile
+
+    deps = set(DVC["stages"]["teachers"]["do"]["deps"])
+    for profile in ("quick", "cpu"):
+        P = Profile(profile)
+        assert _method_files([P.teacher_config(name) for name in P.teacher_names()]) <= deps
+
+
+@pytest.mark.parametrize("stage", ["testbed", "paper"])
+def test_a_notebook_stage_never_destroys_results(stage):
+    """Outputs persist (DVC does not delete them before the command) and the executed notebook
+    is moved into place only after papermill finished (Report does the same for its files)."""
+    spec = DVC["stages"][stage].get("do", DVC["stages"][stage])
+    outputs = [o for kind in ("outs", "metrics", "plots") for o in spec[kind]]
+    assert all(next(iter(o.values())).get("persist") for o in outputs)
+    assert ".running.ipynb" in spec["cmd"].split("papermill")[1].split("&&")[0], "papermill writes a temporary file"
+    assert spec["cmd"].rstrip().split("&&")[-1].strip().startswith("mv "), "moved into place last"
+
+
 def test_every_paper_stage_reads_the_positive_control():
     assert "results/${profile}/testbed/metrics.json" in DVC["stages"]["paper"]["do"]["deps"]
     testbed = DVC["stages"]["testbed"]
@@ -50,6 +100,18 @@ def test_notebook_has_parameters_cell_and_no_outputs(paper):
     assert 'profile = "quick"' in "".join(tagged[0]["source"]), "the defaults are the quick profile"
     assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), \
         "notebooks are committed without outputs; executed copies live in results/"
+
+
+@pytest.mark.parametrize("paper", STUDIES)
+def test_every_saved_figure_is_shown_in_its_notebook(paper):
+    import re
+
+    nb = json.loads((ROOT / "notebooks" / f"{paper}.ipynb").read_text())
+    for cell in nb["cells"]:
+        source = "".join(cell["source"])
+        for fig in re.findall(r"rep\.savefig\((\w+),", source):
+            last = source.rstrip().splitlines()[-1].strip()
+            assert last == fig or f"display({fig})" in source, f"{paper}: {fig} is saved but not shown"
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -1,13 +1,10 @@
 """kd.report: the verdict rules every notebook's claims go through, and the files a Report writes."""
 import json
 import math
-import warnings
 from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from kd import report
 
@@ -60,6 +57,34 @@ def test_report_writes_metrics_and_table_and_rejects_unknown_verdicts(tmp_path):
     assert not list((tmp_path / "cpu" / "toy").glob("*.tmp*")), "no temporary file left behind"
 
 
+def test_figures_and_results_appear_only_when_the_report_is_written(tmp_path):
+    """A notebook killed half-way leaves the previous results in place: the figures wait in
+    .staging until write(), which puts them, metrics.json and table.md in place."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _control(tmp_path, "reproduced")
+    old = report.Report("toy", _profile(tmp_path))
+    old.savefig(plt.figure(), "curve")
+    old.claim("gain", "A beats B", report.compare(*GAIN))
+    old.write()
+    final = tmp_path / "cpu" / "toy"
+    before = {p.name: p.read_bytes() for p in [final / "metrics.json", final / "figures" / "curve.png"]}
+    killed = report.Report("toy", _profile(tmp_path))  # a second run that never reaches write()
+    fig = plt.figure()
+    fig.gca().plot([0, 1], [1, 0])
+    killed.savefig(fig, "curve")
+    killed.claim("gain", "A beats B", report.compare(*reversed(GAIN)))
+    assert {p.name: p.read_bytes() for p in [final / "metrics.json", final / "figures" / "curve.png"]} == before
+    done = report.Report("toy", _profile(tmp_path))  # the rerun starts from a clean staging folder
+    assert not (final / ".staging").exists()
+    done.savefig(fig, "curve")
+    done.write()
+    assert (final / "figures" / "curve.png").read_bytes() != before["curve.png"] and not (final / ".staging").exists()
+
+
 def test_holm_across_a_papers_claims(tmp_path):
     _control(tmp_path, "reproduced")
     rep = report.Report("toy", _profile(tmp_path))
@@ -72,6 +97,29 @@ def test_holm_across_a_papers_claims(tmp_path):
     claims = {c["key"]: c for c in json.loads((tmp_path / "cpu" / "toy" / "metrics.json").read_text())["claims"]}
     assert claims["weak"]["verdict"] == "inconclusive" and claims["weak"]["verdict_raw"] == "reproduced"
     assert claims["weak"]["p_holm"] == pytest.approx(5 * weak["p"])
+
+
+@pytest.mark.parametrize("ladder", ["reproduced", "contradicted"])
+def test_a_claim_that_requires_a_testbed_result_is_not_tested_without_it(tmp_path, ladder):
+    d = tmp_path / "cpu" / "testbed"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"claims": [{"key": "positive_control", "verdict": "reproduced"},
+                                                           {"key": "ladder_spread", "verdict": ladder}]}))
+    rep = report.Report("toy", _profile(tmp_path))
+    gain = report.compare(*GAIN)
+    rep.claim("stronger", "gains grow with the teacher", gain, requires="ladder_spread")
+    rep.claim("plain", "A beats B", gain)
+    rep.write()
+    claims = {c["key"]: c for c in json.loads((tmp_path / "cpu" / "toy" / "metrics.json").read_text())["claims"]}
+    assert claims["plain"]["verdict"] == "reproduced"
+    if ladder == "reproduced":
+        assert claims["stronger"]["verdict"] == "reproduced"
+        assert claims["plain"]["p_holm"] == pytest.approx(min(1.0, 2 * gain["p"])), "two claims in Holm's family"
+    else:
+        assert claims["stronger"]["verdict"] == "not tested" and claims["stronger"]["verdict_raw"] == "reproduced"
+        assert "needs the testbed's `ladder_spread` reproduced on `cpu`; it is contradicted" in \
+            claims["stronger"]["reason"]
+        assert claims["plain"]["p_holm"] == pytest.approx(gain["p"]), "an untested claim is not in Holm's family"
 
 
 @pytest.mark.parametrize("control", ["inconclusive", None])

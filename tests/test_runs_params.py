@@ -9,12 +9,15 @@ import pytest
 import torch
 import yaml
 
+import kd.__main__
 import kd.data
 import kd.experiments
+import kd.methods
 import kd.models
+import kd.train
 from kd import params as kd_params
 from kd import runs as kd_runs
-from kd.params import PROFILES, Profile, resolve
+from kd.params import PROFILES, Profile, load_params, resolve
 from kd.train import TrainConfig, fit
 
 PARAMS = yaml.safe_load(kd_params.params_path().read_text())
@@ -60,7 +63,11 @@ def test_second_run_returns_the_stored_run_without_training(tmp_path, fits):
     again = kd_runs.run(tiny(), root=tmp_path, device="cpu", progress=False)
     assert fits == [cfg.hash()], "the second run() trains nothing"
     assert again.path == first.path
-    assert again.config == cfg and again.summary["hash"] == cfg.hash()
+    assert again.config == cfg.resolved() and again.summary["hash"] == cfg.hash()
+    assert again.summary["versions"] == {"method": 1, "train": kd.train.TRAIN_VERSION}
+    where = again.summary["provenance"]
+    assert where["device"] == "cpu" and where["torch"] == torch.__version__ and where["threads"] >= 1
+    assert set(where) >= {"device_name", "python", "git_commit", "kd_modified"}
     assert again.history["epoch"].tolist() == [1]
     logits, targets = again.eval_logits()
     assert logits.shape == (100, 10) and targets.shape == (100,)
@@ -71,6 +78,37 @@ def test_second_run_returns_the_stored_run_without_training(tmp_path, fits):
         torch.testing.assert_close(model(x), logits, rtol=1e-4, atol=1e-4)
     kd_runs.run(tiny(seed=1), root=tmp_path, device="cpu", progress=False)
     assert len(fits) == 2, "another configuration is another run"
+
+
+def test_run_many_trains_with_the_threads_asked_for_and_restores_them(tmp_path):
+    before = torch.get_num_threads()
+    (r,) = kd_runs.run_many([tiny()], root=tmp_path, device="cpu", threads=1, progress=False)
+    assert r.summary["provenance"]["threads"] == 1 and torch.get_num_threads() == before
+
+
+def test_run_identity_spells_out_defaults_and_versions(monkeypatch):
+    """A default given explicitly names the same run; a changed default, a new method version
+    or a new training-loop version names a new one, and so does the teacher's."""
+    kd_cfg = tiny(method="kd", teacher=tiny(seed=5))
+    assert kd_cfg.hash() == kd_cfg.replace(method_args={"temperature": 4.0}).hash()
+    assert kd_cfg.identity()["method_args"] == {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}
+    before = kd_cfg.hash()
+    monkeypatch.setattr(kd.methods.KD.__init__, "__defaults__", (2.0, 0.1, 0.9))
+    assert kd_cfg.hash() != before, "a changed default is a new run"
+    monkeypatch.undo()
+    assert kd_cfg.hash() == before
+    monkeypatch.setattr(kd.methods.KD, "version", 2)
+    assert kd_cfg.hash() != before, "a new method version is a new run"
+    monkeypatch.undo()
+    teacher_before = kd_cfg.teacher.hash()
+    monkeypatch.setattr(kd.methods.CrossEntropy, "version", 2)
+    assert kd_cfg.teacher.hash() != teacher_before, "a new CE version is a new teacher run"
+    assert kd_cfg.hash() != before, "and a new student run: the teacher's identity is part of the student's"
+    monkeypatch.undo()
+    monkeypatch.setattr(kd.train, "TRAIN_VERSION", kd.train.TRAIN_VERSION + 1)
+    assert kd_cfg.hash() != before, "a new training-loop version is a new run"
+    with pytest.raises(ValueError, match="unknown hyperparameters"):
+        tiny(method="kd", method_args={"temprature": 2}).hash()
 
 
 def _eval_split(cfg):
@@ -243,12 +281,37 @@ def test_profile_settings_and_sections():
     sec = P.section("mypaper")
     assert sec["beta"] == 1.0 and sec["train"] == {"epochs": 3, "batch_size": 20}
     assert P.section("mypaper", beta=None, temperature=None) == sec, "None overrides are ignored"
-    assert P.section("mypaper", beta=16, extra="x")["beta"] == 16
+    with pytest.raises(KeyError, match=r"overrides: unknown key\(s\) \['tempreature'\] for 'mypaper'; known: beta"):
+        P.section("mypaper", beta=16, tempreature=2.0)
     assert P.section("mypaper", beta=16)["temperature"] == 4.0
     with pytest.raises(KeyError, match="no section 'nopaper'"):
         P.section("nopaper")
     with pytest.raises(ValueError, match="unknown profile 'huge'; params.yaml defines quick, full, paper"):
         Profile("huge", params=custom_params())
+
+
+@pytest.mark.parametrize("given, seeds", [([0, 2], [0, 2]), (3, [3]), ("[0, 1]", [0, 1]), ("0,1", [0, 1]), ("4", [4])])
+def test_a_notebooks_seeds_parameter_in_any_form_papermill_passes(given, seeds):
+    assert Profile("quick", seeds=given).seeds == seeds
+
+
+@pytest.mark.parametrize("given", ["[0, a]", "abc", [0, 0], [-1], [], 1.5, [True]])
+def test_bad_seeds_are_a_clear_error(given):
+    with pytest.raises(ValueError, match="seeds must be distinct non-negative integers"):
+        Profile("quick", seeds=given)
+
+
+def test_a_paper_section_with_an_unknown_key_is_rejected():
+    """`dvc exp run -S dkd.temprature=2` writes the typo into params.yaml: the stage fails naming it."""
+    params = load_params()
+    params["dkd"]["temprature"] = 2.0
+    with pytest.raises(KeyError, match=r"params.yaml: unknown key\(s\) \['temprature'\] for 'dkd'"):
+        Profile("quick", params=params).section("dkd")
+
+
+@pytest.mark.parametrize("paper", kd.__main__.studies())
+def test_each_experiment_module_knows_its_section_keys(paper):
+    assert set(importlib.import_module(f"kd.experiments.{paper}").SECTION_KEYS) == set(load_params()[paper])
 
 
 def test_config_merges_profile_then_paper_then_explicit_settings():
@@ -327,7 +390,8 @@ def test_every_papers_training_overrides_resolve_in_every_profile(paper, profile
 
 def test_paper_profile_needs_a_gpu_and_says_so(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match="profile 'paper' runs on CUDA, but no GPU is visible; use the quick profile"):
+    with pytest.raises(RuntimeError,
+                       match="profile 'paper' runs on CUDA, but no GPU is visible; use the quick profile"):
         Profile("paper")
 
 

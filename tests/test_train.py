@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -52,7 +53,7 @@ def metrics(run_dir) -> pd.DataFrame:
 
 def final(run_dir) -> dict:
     d = json.loads((run_dir / "final.json").read_text())
-    return {k: v for k, v in d.items() if k not in ("epoch_time_s", "train_time_s")}
+    return {k: v for k, v in d.items() if k not in ("epoch_time_s", "train_time_s", "files")}  # files: timings
 
 
 def assert_same_model(a, b):
@@ -214,7 +215,7 @@ def test_a_diverging_learning_rate_stops_with_nonfinite_loss(tmp_path):
 def test_gpu_style_guard_reports_the_first_bad_step_once_per_epoch():
     """On CUDA the check waits for the epoch's end (no per-step sync); it must still name the
     first bad step and its terms, not a later one."""
-    guard = kd_train._FiniteGuard(check_every_step=False)
+    guard = kd_train.FiniteGuard(check_every_step=False)
     for step in range(8):
         bad = step in (4, 6)
         ce = torch.tensor(float("inf") if step == 6 else float("nan") if bad else 1.0 + step)
@@ -222,7 +223,7 @@ def test_gpu_style_guard_reports_the_first_bad_step_once_per_epoch():
         guard.record(sum(terms.values()), terms, epoch=2, step=step)
     with pytest.raises(NonFiniteLoss, match=r"epoch 3, step 4: ce=nan, kd=2\b"):
         guard.check()
-    fine = kd_train._FiniteGuard(check_every_step=False)
+    fine = kd_train.FiniteGuard(check_every_step=False)
     fine.record(torch.tensor(1.0), {"ce": torch.tensor(1.0)}, 0, 0)
     fine.check()
 
@@ -239,7 +240,7 @@ BAD = [
     (lambda: tiny(dataset="mnist"), "unknown dataset 'mnist'; choose one of"),
     (lambda: _kd(method_args={"temperature": -1.0}), "temperature must be positive, got -1"),
     (lambda: _kd(method_args={"temprature": 4.0}), "unknown hyperparameters \\['temprature'\\]; it accepts"),
-    (lambda: tiny(method="kd"), "needs a teacher: set `teacher`"),
+    (lambda: tiny(method="kd"), "in Python set `teacher`"),
     (lambda: tiny(teacher=tiny()), "uses no teacher, but one was given"),
     (lambda: _kd(teacher=tiny(dataset="cifar10")), "teacher trained on 'cifar10' but the student on 'digits'"),
     (lambda: _kd(method="self_distillation", teacher=tiny(model="resnet8")), "needs the teacher's architecture"),
@@ -247,6 +248,9 @@ BAD = [
     (lambda: tiny(milestones=[150, 180]), "milestones are fractions"),
     (lambda: tiny(lr=0.0), "need lr > 0"),
     (lambda: tiny(epochs=0), "epochs and batch_size must be >= 1"),
+    (lambda: tiny(cutout=-2), "cutout=-2"),
+    (lambda: _kd(method_args={"temperature": "4"}), "temperature must be a float like its default 4.0, got '4'"),
+    (lambda: tiny(method="mixup_kd", teacher=tiny(), method_args={"mixup": 1}), "mixup must be a bool"),
     (lambda: tiny(method="bake", batch_size=50), "multiple of 1 \\+ same_class"),
 ]
 
@@ -254,7 +258,7 @@ BAD = [
 @pytest.fixture
 def no_training(monkeypatch):
     """Fails the test if a training step starts."""
-    monkeypatch.setattr(kd_train._FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(kd_train.FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
 
 
 @pytest.mark.parametrize("make, match", BAD, ids=[m.split(" ")[0] + str(i) for i, (_, m) in enumerate(BAD)])
@@ -290,13 +294,46 @@ def test_missing_dataset_fails_before_anything_is_written(tmp_path):
 
 def test_resuming_from_another_configurations_checkpoint_fails(tmp_path, monkeypatch):
     train(tiny(epochs=1), tmp_path)
-    monkeypatch.setattr(kd_train._FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
-    with pytest.raises(ValueError, match="belongs to another configuration .*delete it, pass resume=False"):
+    monkeypatch.setattr(kd_train.FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(ValueError, match="holds the run of another configuration .*resume=False"):
         train(tiny(epochs=1, lr=0.01), tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["lr"] == 0.05, "the old run is untouched"
+    assert (tmp_path / "final.json").exists()
+    (tmp_path / "config.json").write_text(json.dumps(tiny(epochs=1, lr=0.01).to_dict()))  # a config.json alone
+    with pytest.raises(ValueError, match="belongs to another configuration .*delete it, pass resume=False"):
+        train(tiny(epochs=1, lr=0.01), tmp_path)  # the checkpoint is still the other run's
     monkeypatch.undo()
-    train(tiny(epochs=1, lr=0.01), tmp_path, resume=False)  # the way out the message names
+    train(tiny(epochs=1, lr=0.01), tmp_path, resume=False)  # the way out the messages name
     assert json.loads((tmp_path / "config.json").read_text())["lr"] == 0.01
+    assert json.loads((tmp_path / "final.json").read_text())["hash"] == tiny(epochs=1, lr=0.01).hash()
+
+
+def test_a_finished_run_records_checksums_and_a_damaged_file_is_refused(tmp_path):
+    from kd.runs import Run
+
+    train(tiny(epochs=1), tmp_path)
+    run = Run(tmp_path)
+    assert set(run.summary["files"]) == set(kd_train.FINISHED_FILES)
+    run.model(), run.eval_logits()
+    atomic_save({"logits": torch.zeros(3, 10), "targets": torch.zeros(3)}, tmp_path / "eval_logits.pt")
+    with pytest.raises(RuntimeError, match="eval_logits.pt does not match the checksum .*delete the folder"):
+        run.eval_logits()
+
+
+def test_a_resumed_run_says_from_which_epoch(tmp_path, monkeypatch, capsys):
+    original = kd_train._Logger.epoch
+
+    def kill(self, row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+        original(self, row)
+
+    monkeypatch.setattr(kd_train._Logger, "epoch", kill)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny(epochs=2), tmp_path, device="cpu", progress=None)
+    monkeypatch.undo()
+    fit(tiny(epochs=2), tmp_path, device="cpu", progress=None)
+    assert "resuming from epoch 1 of 2" in capsys.readouterr().out, "checkpoints every epoch by default"
 
 
 
@@ -304,7 +341,7 @@ def test_a_truncated_checkpoint_is_a_clear_error_not_a_restart(tmp_path, monkeyp
     train(tiny(epochs=1), tmp_path)
     ckpt = tmp_path / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])
-    monkeypatch.setattr(kd_train._FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(kd_train.FiniteGuard, "record", lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(RuntimeError, match="checkpoint.pt cannot be read .*truncated or corrupt.*Delete it"):
         train(tiny(epochs=1), tmp_path)
 
@@ -512,3 +549,26 @@ def _without_batchnorm(create):
                     setattr(module, name, torch.nn.Identity())
         return model
     return wrapped
+
+
+def test_fit_timing_and_the_benchmark_loop_run_the_one_training_step(tmp_path, monkeypatch):
+    """kd.train.train_step is the only training step: fit, kd.timing and the benchmarks' loop call it."""
+    import kd.data
+    import kd.timing
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bench_common
+
+    calls = []
+    real = kd_train.train_step
+    monkeypatch.setattr(kd_train, "train_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train(tiny(epochs=1), tmp_path)
+    assert len(calls) == 6, "fit: 300 images / batch 50"
+    ds = kd.data.load("digits", train_subset=100, eval_subset=50)
+    kd.timing.step_times({"CE": ("ce", {})}, "plane2", ds, batch_size=50, steps=2, rounds=1)
+    assert len(calls) == 6 + 4, "timing: a warm-up round and a timed round of 2 steps"
+    x, y = bench_common.synthetic_split(64, shape=(3, 32, 32), classes=10)
+    loop = bench_common.OursLoop(None, kd.models.create("plane2", 10, in_channels=3), x, y, batch_size=32,
+                                 device=torch.device("cpu"), method="ce")
+    loop.run(1)
+    assert len(calls) == 11

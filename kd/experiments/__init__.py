@@ -10,6 +10,7 @@ beyond `kd.report` live in its module too.
 """
 from __future__ import annotations
 
+from kd import data as kd_data
 from kd.train import TrainConfig
 
 
@@ -46,3 +47,12 @@ def run_plan(P, plan):
         return [swap(v) for v in node]
 
     return swap(plan)
+
+
+def scale_label(cfg: TrainConfig, P) -> str:
+    """The scale of a study for its tables and figures, e.g. 'ours: Fashion-MNIST 2000 training
+    images, 40 epochs, 5 seeds, last epoch'."""
+    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
+    k = len(P.seeds)
+    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
+            f"{k} seed{'s' if k > 1 else ''}, last epoch")

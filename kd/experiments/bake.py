@@ -28,22 +28,19 @@ from kd import data as kd_data
 from kd import losses
 from kd.train import TrainConfig
 
+# The keys of params.yaml's bake section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "temperature", "omega", "weight", "same_class", "smoothing", "omegas",
+    "same_class_sweep", "sweep_seeds", "official_seeds", "cost_margin", "timing", "illustrate",
+    "neighbours", "model", "train",
+)
+
 PAPER = "bake"
-CLASS_NAMES = {"fashion_mnist": ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
-                                 "bag", "boot"]}
 
 
 # ---------------------------------------------------------------- the design
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
-
-
 def class_names(dataset: str, num_classes: int) -> list[str]:
-    return CLASS_NAMES.get(dataset, [str(i) for i in range(num_classes)])
+    return list(kd_data.info(dataset).classes) or [str(i) for i in range(num_classes)]
 
 
 def bake_args(sec: dict, omega: float | None = None, same_class: int | None = None) -> dict:
@@ -169,7 +166,8 @@ def batch_view(run, sec: dict, device="cpu") -> dict:
     batch = next(iter(loader))
     model = run.model(device)
     logits, feats = model(batch.x, return_features=True)
-    T, omega = float(cfg.method_args.get("temperature", sec["temperature"])), float(cfg.method_args.get("omega", sec["omega"]))
+    T = float(cfg.method_args.get("temperature", sec["temperature"]))
+    omega = float(cfg.method_args.get("omega", sec["omega"]))
     pooled = feats["pooled"].float()
     A = losses.bake_affinity(pooled)
     Q = losses.bake_targets(pooled, logits, T, omega)
@@ -262,10 +260,11 @@ def plot_batch_view(view: dict, samples: list[int], neighbours: int = 4):
             ax = fig.add_subplot(gs[r, 2 + c])
             show(ax, j)
             yj = int(view["y"][j])
-            ax.set_title(f"w {weights[j]:.3f} ({weights[j] * (len(weights) - 1):.2f}x unif.)\n{classes[yj]}", fontsize=7,
+            ax.set_title(f"w {weights[j]:.3f} ({weights[j] * (len(weights) - 1):.2f}x unif.)\n{classes[yj]}",
+                         fontsize=7,
                          color="#2a9d8f" if yj == y else "#c0392b")
-    fig.suptitle(f"BAKE inside one batch of {len(view['y'])} (M = {view['M']}): own prediction, propagated target, and "
-                 "the largest affinity weights w\n(x unif.: w times N - 1, the weight relative to uniform; green: same class "
-                 "as the sample)", fontsize=9)
+    fig.suptitle(f"BAKE inside one batch of {len(view['y'])} (M = {view['M']}): own prediction, propagated "
+                 "target, and the largest affinity weights w\n(x unif.: w times N - 1, the weight relative to "
+                 "uniform; green: same class as the sample)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig

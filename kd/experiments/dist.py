@@ -16,16 +16,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from kd import data as kd_data
 from kd.train import TrainConfig
 
-
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 images, 5 epochs, 1 seed' for tables and figures."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
+# The keys of params.yaml's dist section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "temperature", "beta", "gamma", "ce_weight", "kd_weight", "student",
+    "stronger_teachers", "pairs",
+)
 
 
 def label(pair: dict) -> str:

@@ -24,16 +24,14 @@ from kd import losses
 from kd.metrics import predict
 from kd.train import TrainConfig
 
+# The keys of params.yaml's dkd section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "alpha", "temperature", "warmup", "beta", "ablation_weight", "pairs", "betas",
+    "sweep_seeds", "sweep_rising_up_to", "decomposition_tol", "cost_margin", "timing",
+)
+
 
 # ---------------------------------------------------------------- the design
-
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 images, 5 epochs, 1 seed' for tables and figures."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
-
 
 def label(pair: dict) -> str:
     return f"{pair['teacher']}->{pair['student']}"

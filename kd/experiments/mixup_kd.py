@@ -10,9 +10,9 @@ all of the student `student`:
 - "grid": KD from the `grid_teacher` teacher with {no mixup, full mixup, partial mixup
   (`unmixed_fraction` of each batch left unmixed)} x {fixed temperature T, per-sample std
   scaling of the logits}, mixup sampled as `sampler` says ("official": the MIX-KD code's
-  sampling; "exact": exactly that fraction unmixed, one lambda per batch). The cell "no mixup, fixed T" is the KD run of "teachers" (the same
-  loss: `mixup_kd` with mixup=False and std_scaling=False computes 0.1 CE + 0.9 T^2 KL), so it
-  is not trained twice.
+  sampling; "exact": exactly that fraction unmixed, one lambda per batch). The cell "no mixup,
+  fixed T" is the KD run of "teachers" (the same loss: `mixup_kd` with mixup=False and
+  std_scaling=False computes 0.1 CE + 0.9 T^2 KL), so it is not trained twice.
 """
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ from kd.metrics import predict
 from kd.stats import MIN_SEEDS
 from kd.train import TrainConfig
 
+# The keys of params.yaml's mixup_kd section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "mixup_alpha", "unmixed_fraction", "sampler", "temperature", "ce_weight", "kd_weight",
+    "student", "teachers", "grid_teacher", "official_batch", "simulation_batches",
+)
+
 PAPER = "mixup_kd"
 KINDS = {"ce": "CE", "mixup": "mixup", "label_smoothing": "label smoothing"}
 MIXUPS = ("none", "full", "partial")
@@ -37,14 +43,6 @@ SCALINGS = ("fixed T", "std scaling")
 
 
 # ---------------------------------------------------------------- the design
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
-
-
 def kd_args(sec: dict) -> dict:
     """Plain KD (Hinton et al. 2015) as in RepDistiller / MIX-KD: 0.1 CE + 0.9 T^2 KL."""
     return {"temperature": float(sec["temperature"]), "ce_weight": float(sec["ce_weight"]),
@@ -167,7 +165,8 @@ def teacher_smoothness(P, sec: dict, teacher_runs: dict) -> tuple[pd.DataFrame, 
             samples.append(pd.DataFrame({
                 "teacher": KINDS.get(kind, kind), "seed": s, "image": np.arange(len(y)), "label": y.numpy(),
                 "entropy T=1": ps["entropy T=1"].numpy(),
-                "log spread / gap": (ps["spread"].clamp_min(1e-12).log() - ps["gap"].abs().clamp_min(1e-6).log()).numpy()}))
+                "log spread / gap": (ps["spread"].clamp_min(1e-12).log()
+                                     - ps["gap"].abs().clamp_min(1e-6).log()).numpy()}))
     return pd.DataFrame(rows), pd.concat(samples, ignore_index=True)
 
 
@@ -210,7 +209,7 @@ def target_entropy(cfg: TrainConfig, teacher: torch.nn.Module, epochs: int = 1) 
         for batch in loader:
             x = batch.x
             if getattr(method, "mixup", False):
-                x, _ = method._mix(batch)
+                x, _ = method.mix(batch)
             z = teacher(x).double()
             if getattr(method, "std_scaling", False):
                 t = z.std(1, keepdim=True)
@@ -248,7 +247,8 @@ def official_unmixed_fraction(batch_size: int, percent: float, batches: int = 10
         rp2 = torch.randperm(batch_size, generator=g)
         frac.append(unmixed.float().mean().item())
         eff.append((unmixed | (rp1 == rp2)).float().mean().item())
-    return {"batch size": batch_size, "requested unmixed": percent, "official: unmixed (simulated)": float(np.mean(frac)),
+    return {"batch size": batch_size, "requested unmixed": percent,
+            "official: unmixed (simulated)": float(np.mean(frac)),
             "official: closed form": 1 - (1 - 1 / batch_size) ** n_draw,
             "official: unmixed incl. self-pairs": float(np.mean(eff))}
 

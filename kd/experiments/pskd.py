@@ -22,17 +22,15 @@ from kd import losses
 from kd import metrics as kd_metrics
 from kd.train import TrainConfig
 
+# The keys of params.yaml's pskd section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "alpha_T", "alphas", "sweep_seeds", "smoothing", "ece_bins", "model", "cutout",
+    "grad_samples", "difficulty_bins", "train",
+)
+
 PAPER = "pskd"
 
 # ---------------------------------------------------------------- the design
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
-
-
 def pskd_args(alpha_T: float) -> dict:
     return {"alpha_T": float(alpha_T)}
 

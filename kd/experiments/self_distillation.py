@@ -25,8 +25,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kd import data as kd_data
 from kd.train import TrainConfig
+
+# The keys of params.yaml's self_distillation section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "generations", "temperature", "ce_weight", "kd_weight", "models", "model_train",
+    "long_teacher_factor", "control_models", "label_smoothing", "hessian_samples",
+    "power_iterations", "power_tolerance", "perturbation_norms", "perturbation_draws",
+)
 
 
 # ----------------------------------------------------------------------------- configurations
@@ -163,7 +169,7 @@ def top_hessian_eigenvalue(loss_fn, params, iterations: int = 20, tolerance: flo
     loss = loss_fn()
     grads = torch.autograd.grad(loss, params, create_graph=True)
     history, eig = [], math.nan
-    for k in range(int(iterations)):
+    for _ in range(int(iterations)):
         hv = hessian_vector_product(loss, params, v, grads)
         new = _dot(v, hv).item()
         history.append(new)
@@ -239,14 +245,6 @@ def flatness(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, norms, *,
 
 
 # ----------------------------------------------------------------------------- running and analysis
-
-
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 
 def flatness_settings(sec: dict) -> dict:

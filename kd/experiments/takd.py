@@ -22,19 +22,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from kd import data as kd_data
 from kd.train import TrainConfig
+
+# The keys of params.yaml's takd section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "lambda_", "temperature", "plane", "resnet", "capacity_gap", "assistant_families",
+    "chain_families", "train",
+)
 
 # params.yaml family -> the entry of data/paper_results.yaml `takd.chains` it stands in for
 PAPER_CHAIN = {"plane": "plane", "resnet": "resnet_cifar100"}
-
-
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 
 def families(sec: dict, key: str) -> list[str]:

@@ -19,6 +19,12 @@ from kd import stats
 from kd.metrics import similarity_mass
 from kd.train import TrainConfig
 
+# The keys of params.yaml's testbed section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "control", "kd", "ladder", "ladder_spread", "long_factor", "long_seeds", "gap_margin",
+    "effects", "similarity_temperature",
+)
+
 PAPER = "testbed"
 
 

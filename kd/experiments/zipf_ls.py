@@ -29,18 +29,16 @@ import torch.nn.functional as F
 from kd import data as kd_data
 from kd.train import TrainConfig
 
+# The keys of params.yaml's zipf_ls section; any other key there or in a notebook's overrides is an error
+SECTION_KEYS = (
+    "margin", "power", "weight", "dense", "smoothing", "powers", "weights", "sweep_seeds", "model",
+    "teacher", "bootstrap", "cost_margin", "timing", "train",
+)
+
 PAPER = "zipf_ls"
 
 
 # ---------------------------------------------------------------- the design
-def scale_label(cfg: TrainConfig, P) -> str:
-    """'ours: Fashion-MNIST 1000 training images, 5 epochs, 1 seed, last epoch'."""
-    n = f"{cfg.train_subset} training images" if cfg.train_subset else "full training set"
-    k = len(P.seeds)
-    return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
-            f"{k} seed{'s' if k > 1 else ''}, last epoch")
-
-
 def zipf_args(sec: dict, *, power: float | None = None, weight: float | None = None,
               dense: bool | None = None) -> dict:
     """Zipf's LS: CE + weight * KL(zipf(rank; power) || softmax over the non-target logits)."""
@@ -50,7 +48,8 @@ def zipf_args(sec: dict, *, power: float | None = None, weight: float | None = N
 
 
 def zipf_label(args: dict) -> str:
-    return f"Zipf LS ({'dense' if args['dense'] else 'image-level'}, power {args['power']:g}, lambda {args['weight']:g})"
+    ranking = "dense" if args["dense"] else "image-level"
+    return f"Zipf LS ({ranking}, power {args['power']:g}, lambda {args['weight']:g})"
 
 
 def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
