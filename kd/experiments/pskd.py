@@ -97,6 +97,33 @@ def run_metrics(run, ece_bins: int = 10) -> dict:
             "eaurc": s["eaurc"], "overconfidence": overconfidence(logits, targets)}
 
 
+def training_fit(run) -> dict:
+    """How well a trained model fits its own training images (eval mode, no augmentation): top-1
+    and mean confidence in the true class; beside the test top-1 and the test mean confidence
+    minus accuracy. PS-KD's and label smoothing's claims are about networks that fit their
+    training set (train top-1 near 100%) and are over-confident on test data."""
+    ds = run.config.load_data()
+    loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=256, train=False)
+    logits, y = kd_metrics.predict(run.model(), loader)
+    test_logits, test_y = run.eval_logits()
+    return {"seed": int(run.config.seed), "train_top1": 100 * (logits.argmax(1) == y).float().mean().item(),
+            "train_true_conf": 100 * logits.softmax(1).gather(1, y.view(-1, 1)).mean().item(),
+            "test_top1": run.summary["top1"], "test_overconfidence": overconfidence(test_logits, test_y)}
+
+
+def fit_table(groups: dict) -> pd.DataFrame:
+    """`training_fit` per row, mean ± std over seeds."""
+    from kd.report import fmt
+
+    names = {"train_top1": "train top-1 (%)", "train_true_conf": "train: mean p(true class) (%)",
+             "test_top1": "test top-1 (%)", "test_overconfidence": "test: conf. - acc. (%)"}
+    rows = []
+    for label, runs in groups.items():
+        fits = [training_fit(r) for r in runs]
+        rows.append({"": label, **{name: fmt([f[k] for f in fits]) for k, name in names.items()}})
+    return pd.DataFrame(rows).set_index("")
+
+
 def metrics_by_row(groups: dict, ece_bins: int = 10) -> dict[str, list[dict]]:
     """{row: [run_metrics per seed]}."""
     return {k: [run_metrics(r, ece_bins) for r in runs] for k, runs in groups.items()}
