@@ -88,6 +88,12 @@ def predict(model: torch.nn.Module, loader, autocast_dtype=None) -> tuple[torch.
     return torch.cat(logits), torch.cat(targets)
 
 
+def overconfidence(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean confidence (max softmax) minus accuracy, in percent: > 0 is over-confident."""
+    conf, pred = logits.float().softmax(1).max(1)
+    return 100 * (conf.mean() - (pred == targets).float().mean()).item()
+
+
 def reliability(logits: torch.Tensor, target: torch.Tensor, n_bins: int = 15):
     """Per-bin (confidence, accuracy, count) for a reliability diagram."""
     conf, pred = logits.float().softmax(1).max(1)

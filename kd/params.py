@@ -97,8 +97,9 @@ class Profile:
         self.smoke: bool = bool(self.settings.get("smoke", False))
         # one teacher (this seed) for the students of every seed, or None: a teacher per seed
         self.teacher_seed: int | None = self.settings.get("teacher_seed")
-        # evaluate students every this many epochs (and at the last); it changes no final number
-        self.eval_every: int = int(self.settings.get("eval_every", 1))
+        # evaluate each run this many times over its epochs (and at the last; None: every epoch),
+        # so a long run costs no more evaluation than a short one; it changes no final number
+        self.evaluations: int | None = self.settings.get("evaluations")
         # designs (pairs, sweeps, models) written per profile fall back to this profile's
         self.inherits: str | None = self.settings.get("inherits")
         if self.device == "cuda" and check_device:
@@ -183,7 +184,7 @@ class Profile:
         cfg = self.teacher_config(name, seed)
         with kd_runs.num_threads(self.threads):
             return kd_runs.run(cfg, root=self.teacher_root(name), device=self.device, progress=progress,
-                               lookup=self._lookup(), eval_every=self.eval_every)
+                               lookup=self._lookup(), evaluations=self.evaluations)
 
     def teachers(self, names, progress: bool | None = False) -> dict[tuple[str, int], kd_runs.Run]:
         """{(name, seed): Run} for every name and seed of the profile; missing teachers train
@@ -208,7 +209,7 @@ class Profile:
         """Train (or fetch from the cache) every configuration, `workers` at a time."""
         return kd_runs.run_many(configs, root=self.students_root, device=self.device,
                                 workers=self.workers, progress=progress, lookup=self._lookup(),
-                                threads=self.threads, eval_every=self.eval_every)
+                                threads=self.threads, evaluations=self.evaluations)
 
 
 def _train_teacher(args) -> None:

@@ -138,7 +138,9 @@ class Report:
         profile for this claim to be tested at all; otherwise its verdict is `not tested`."""
         if result["verdict"] not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {result['verdict']!r}")
-        entry = {"key": key, "claim": text, "paper": paper, "ours": ours, "requires": requires, **result}
+        entry = {"key": key, "claim": text, "paper": paper, "ours": ours, **result}
+        if requires:
+            entry["requires"] = requires
         self.claims = [c for c in self.claims if c["key"] != key] + [entry]
         return entry
 

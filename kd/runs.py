@@ -211,7 +211,7 @@ def run_many(configs: list[TrainConfig], *, root=None, device=None, workers: int
     """Run many configurations, teachers first; `workers` > 1 trains that many at once in
     separate processes (fills a GPU with small CIFAR models). Each training uses `threads` CPU
     threads (None: torch's default, one in a worker process). `fit_options` go to `fit` (e.g.
-    eval_every). Returns the Runs in order."""
+    eval_every or evaluations). Returns the Runs in order."""
     root = Path(root) if root is not None else runs_root()
     roots = [root, *lookup]
     for cfg in configs:

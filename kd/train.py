@@ -211,15 +211,19 @@ def load_model(run_dir: str | os.PathLike, device="cpu") -> torch.nn.Module:
 
 def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Module | None = None,
         device=None, resume: bool = True, checkpoint_every: int = 1, eval_every: int = 1,
+        evaluations: int | None = None,
         compile: bool = False, progress: bool | None = None, data_root=None) -> dict:
     """Train `cfg` into `run_dir` and return the final summary (also written to final.json).
 
     Files: config.json, metrics.csv (one row per evaluated epoch), checkpoint.pt (for
     resume), model.pt and eval_logits.pt (the final model and its eval-split logits),
-    final.json (last-epoch metrics, best-epoch top-1, timings). The reported accuracy is
+    final.json (last-epoch metrics, best-epoch top-1, timings). Evaluation runs every `eval_every`
+    epochs, or `evaluations` times over the run when that is given, and at the last epoch. The reported accuracy is
     the LAST epoch's (`top1`); `best_top1` and `best_epoch` are kept as secondary columns.
     """
     method = cfg.validate()
+    if evaluations:
+        eval_every = max(1, cfg.epochs // evaluations)
     if teacher is None and method.needs_teacher:
         raise ValueError(f"method {cfg.method!r} needs a trained teacher model (pass teacher=...)")
     device = torch.device(device) if device is not None else default_device()

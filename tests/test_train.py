@@ -572,3 +572,9 @@ def test_fit_timing_and_the_benchmark_loop_run_the_one_training_step(tmp_path, m
                                  device=torch.device("cpu"), method="ce")
     loop.run(1)
     assert len(calls) == 11
+
+
+def test_evaluations_spread_the_test_evaluations_over_the_run(tmp_path):
+    train(tiny(epochs=4), tmp_path, evaluations=2)
+    hist = pd.read_csv(tmp_path / "metrics.csv")
+    assert hist.dropna(subset=["top1"])["epoch"].tolist() == [2, 4]

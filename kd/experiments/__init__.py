@@ -10,7 +10,10 @@ beyond `kd.report` live in its module too.
 """
 from __future__ import annotations
 
+import pandas as pd
+
 from kd import data as kd_data
+from kd import metrics as kd_metrics
 from kd.train import TrainConfig
 
 
@@ -56,3 +59,30 @@ def scale_label(cfg: TrainConfig, P) -> str:
     k = len(P.seeds)
     return (f"ours: {kd_data.info(cfg.dataset).title} {n}, {cfg.epochs} epochs, "
             f"{k} seed{'s' if k > 1 else ''}, last epoch")
+
+
+def training_fit(run) -> dict:
+    """How well a trained model fits its own training images (eval mode, no augmentation): top-1
+    and mean confidence in the true class; beside its test top-1 and test mean confidence minus
+    accuracy. Label smoothing and the self-distillation papers (PS-KD, Zipf's LS, BAKE) are
+    remedies for networks that fit their training set and are over-confident on test data."""
+    ds = run.config.load_data()
+    loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=256, train=False)
+    logits, y = kd_metrics.predict(run.model(), loader)
+    test_logits, test_y = run.eval_logits()
+    return {"seed": int(run.config.seed), "train_top1": 100 * (logits.argmax(1) == y).float().mean().item(),
+            "train_true_conf": 100 * logits.softmax(1).gather(1, y.view(-1, 1)).mean().item(),
+            "test_top1": run.summary["top1"], "test_overconfidence": kd_metrics.overconfidence(test_logits, test_y)}
+
+
+def fit_table(groups: dict) -> pd.DataFrame:
+    """`training_fit` of {row label: [Run per seed]}, mean ± std over seeds per row: the regime."""
+    from kd.report import fmt
+
+    names = {"train_top1": "train top-1 (%)", "train_true_conf": "train: mean p(true class) (%)",
+             "test_top1": "test top-1 (%)", "test_overconfidence": "test: conf. - acc. (%)"}
+    rows = []
+    for label, runs in groups.items():
+        fits = [training_fit(r) for r in runs]
+        rows.append({"": label, **{name: fmt([f[k] for f in fits]) for k, name in names.items()}})
+    return pd.DataFrame(rows).set_index("")

@@ -80,12 +80,6 @@ METRIC_COLUMNS = {"top1_error": "top-1 error (%)", "nll": "NLL", "ece_paper": "E
                   "overconfidence": "conf. - acc. (%)"}
 
 
-def overconfidence(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """Mean confidence (max softmax) minus accuracy, in percent: > 0 is over-confident."""
-    conf, pred = logits.float().softmax(1).max(1)
-    return 100 * (conf.mean() - (pred == targets).float().mean()).item()
-
-
 def run_metrics(run, ece_bins: int = 10) -> dict:
     """The paper's metrics of one run on the test split, last epoch: top-1 error, NLL, ECE with
     the paper's `ece_bins` (recomputed from the stored logits) and with the runs' 15, AURC and
@@ -94,34 +88,7 @@ def run_metrics(run, ece_bins: int = 10) -> dict:
     s = run.summary
     return {"seed": int(run.config.seed), "top1_error": 100 - s["top1"], "nll": s["nll"],
             "ece_paper": 100 * kd_metrics.ece(logits, targets, ece_bins), "ece15": s["ece"], "aurc": s["aurc"],
-            "eaurc": s["eaurc"], "overconfidence": overconfidence(logits, targets)}
-
-
-def training_fit(run) -> dict:
-    """How well a trained model fits its own training images (eval mode, no augmentation): top-1
-    and mean confidence in the true class; beside the test top-1 and the test mean confidence
-    minus accuracy. PS-KD's and label smoothing's claims are about networks that fit their
-    training set (train top-1 near 100%) and are over-confident on test data."""
-    ds = run.config.load_data()
-    loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=256, train=False)
-    logits, y = kd_metrics.predict(run.model(), loader)
-    test_logits, test_y = run.eval_logits()
-    return {"seed": int(run.config.seed), "train_top1": 100 * (logits.argmax(1) == y).float().mean().item(),
-            "train_true_conf": 100 * logits.softmax(1).gather(1, y.view(-1, 1)).mean().item(),
-            "test_top1": run.summary["top1"], "test_overconfidence": overconfidence(test_logits, test_y)}
-
-
-def fit_table(groups: dict) -> pd.DataFrame:
-    """`training_fit` per row, mean ± std over seeds."""
-    from kd.report import fmt
-
-    names = {"train_top1": "train top-1 (%)", "train_true_conf": "train: mean p(true class) (%)",
-             "test_top1": "test top-1 (%)", "test_overconfidence": "test: conf. - acc. (%)"}
-    rows = []
-    for label, runs in groups.items():
-        fits = [training_fit(r) for r in runs]
-        rows.append({"": label, **{name: fmt([f[k] for f in fits]) for k, name in names.items()}})
-    return pd.DataFrame(rows).set_index("")
+            "eaurc": s["eaurc"], "overconfidence": kd_metrics.overconfidence(logits, targets)}
 
 
 def metrics_by_row(groups: dict, ece_bins: int = 10) -> dict[str, list[dict]]:
