@@ -280,7 +280,15 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         if channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
     method.setup(train_loader.y, ds.num_classes, device, cfg.seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+    owned = method.build(model, teacher, torch.zeros(2, *ds.x_train.shape[1:], device=device))
+    params = list(model.parameters())
+    if owned is not None:  # the method's own modules train with the student; model.pt holds the student only
+        if dist.world > 1:
+            raise NotImplementedError(f"method {cfg.method!r} owns trainable modules, which data-parallel "
+                                      "training does not synchronise yet; train it in one process")
+        method.owned = owned.to(device)
+        params += list(method.owned.parameters())
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     history: list[dict] = []
     if state is not None:
@@ -310,6 +318,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         train_loader.set_epoch(epoch)
         method.on_epoch_start(epoch, cfg.epochs)
         model.train()
+        if method.owned is not None:
+            method.owned.train()
         sums: dict[str, torch.Tensor] = {}
         guard = FiniteGuard(check_every_step=not cuda)
         for step, batch in enumerate(log.steps(train_loader, epoch)):

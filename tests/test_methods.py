@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import kd.data
 import kd.methods
 import kd.models
+import kd.runs
 from kd import losses
 from kd.data import Loader
 
@@ -316,3 +317,51 @@ def test_bad_temperature_raises(name, T):
 def test_bad_hyperparameters_raise(name, hp, word):
     with pytest.raises(ValueError, match=word):
         kd.methods.create(name, **hp)
+
+
+class _AuxHead(kd.methods.Method):
+    """A method that owns a module: CE plus an auxiliary linear classifier on the pooled features."""
+
+    def build(self, student, teacher, example):
+        dim = kd.methods.base.feature_shapes(student, example)["pooled"][0]
+        return torch.nn.Linear(dim, self.num_classes)
+
+    def forward_train(self, student, teacher, batch):
+        logits, feats = student(batch.x, return_features=True)
+        return logits, {"ce": F.cross_entropy(logits, batch.y),
+                        "aux": F.cross_entropy(self.owned(feats["pooled"]), batch.y)}
+
+
+def test_a_method_owns_modules_trained_checkpointed_resumed_and_kept_out_of_the_model(tmp_path, monkeypatch):
+    from kd import train as kd_train
+
+    monkeypatch.setitem(kd.methods.REGISTRY, "aux_head", _AuxHead)
+    cfg = kd_train.TrainConfig(model="resnet8", dataset="digits", method="aux_head", train_subset=300,
+                               eval_subset=100, epochs=2, batch_size=50, lr=0.05, crop_pad=1, seed=0)
+    one = kd_train.fit(cfg, tmp_path / "one", device="cpu", progress=False)
+    state = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)
+    head = state["method"]["owned"]
+    assert set(head) == {"weight", "bias"}, "the method's module is checkpointed"
+    torch.manual_seed(0)
+    student = kd.models.create("resnet8", 10, in_channels=1)
+    assert one["params"] == sum(p.numel() for p in student.parameters()), "the head is not in the deployed model"
+    assert set(torch.load(tmp_path / "one" / "model.pt", weights_only=True)) == set(student.state_dict())
+    assert "train_aux" in kd.runs.Run(tmp_path / "one").history
+
+    original = kd_train._Logger.epoch  # killed after epoch 1, then resumed: the same run
+
+    def kill(self, row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+        original(self, row)
+
+    monkeypatch.setattr(kd_train._Logger, "epoch", kill)
+    with pytest.raises(KeyboardInterrupt):
+        kd_train.fit(cfg, tmp_path / "two", device="cpu", progress=False)
+    monkeypatch.setattr(kd_train._Logger, "epoch", original)
+    kd_train.fit(cfg, tmp_path / "two", device="cpu", progress=False)
+    resumed = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)["method"]["owned"]
+    for k in head:
+        torch.testing.assert_close(resumed[k], head[k], rtol=0, atol=0)
+    first = torch.nn.Linear(head["weight"].shape[1], 10)
+    assert not torch.equal(head["weight"], first.weight), "the head was optimised"

@@ -33,7 +33,8 @@ def available() -> list[str]:
 def _signature(name: str) -> dict[str, inspect.Parameter]:
     if name not in REGISTRY:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(available())}")
-    return {k: p for k, p in inspect.signature(REGISTRY[name].__init__).parameters.items() if k != "self"}
+    return {k: p for k, p in inspect.signature(REGISTRY[name].__init__).parameters.items()
+            if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}  # a method without __init__: none
 
 
 def _check_arguments(name: str, hyperparameters: dict) -> dict[str, inspect.Parameter]:
@@ -95,10 +96,19 @@ class Method:
     same_class = 0             # loader: extra same-class samples per anchor (BAKE)
     every_anchor = False       # loader: every image an anchor once per epoch (BAKE's official sampler)
     every_sample = False       # loader keeps the last, smaller batch: every sample every epoch (PS-KD)
+    # the method's own trainable modules (CRD's embedding heads, auxiliary classifiers, ...), from
+    # `build`: optimised with the student, checkpointed and resumed, never part of the deployed model
+    owned: torch.nn.Module | None = None
 
     def setup(self, train_labels: torch.Tensor, num_classes: int, device: torch.device, seed: int) -> None:
         """Called once before training with the training split's labels (on `device`)."""
         self.num_classes = num_classes
+
+    def build(self, student: torch.nn.Module, teacher: torch.nn.Module | None,
+              example: torch.Tensor) -> torch.nn.Module | None:
+        """Called once after `setup`: the method's own trainable modules, or None (most methods).
+        `example` is a batch of zeros of the data's shape, for `feature_shapes`."""
+        return None
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Called before each epoch (0-based) for schedule-dependent weights."""
@@ -107,10 +117,25 @@ class Method:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        return {}
+        """What a checkpoint keeps of the method (subclasses add their state to this)."""
+        return {"owned": self.owned.state_dict()} if self.owned is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        if self.owned is not None:
+            self.owned.load_state_dict(state["owned"])
+
+
+@torch.no_grad()
+def feature_shapes(model: torch.nn.Module, example: torch.Tensor) -> dict:
+    """{"pooled": shape, "maps": [shape per stage]} of a zoo model's features on `example`,
+    without touching its BatchNorm statistics (eval mode, restored after)."""
+    was_training = model.training
+    model.eval()
+    try:
+        _, feats = model(example, return_features=True)
+    finally:
+        model.train(was_training)
+    return {"pooled": tuple(feats["pooled"].shape[1:]), "maps": [tuple(m.shape[1:]) for m in feats["maps"]]}
 
 
 def teacher_logits(teacher, x):

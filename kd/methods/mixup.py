@@ -77,9 +77,10 @@ class MixupSampling:
         self.generator = torch.Generator().manual_seed(seed + 7919)
 
     def state_dict(self):
-        return {"generator": self.generator.get_state()}
+        return {**super().state_dict(), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state):
+        super().load_state_dict(state)
         self.generator.set_state(state["generator"])
 
     sampler = "exact"

@@ -50,7 +50,8 @@ class PSKD(Method):
         return logits, {"ce": soft_cross_entropy(logits, target)}
 
     def state_dict(self):
-        return {"memory": self.memory}
+        return {**super().state_dict(), "memory": self.memory}
 
     def load_state_dict(self, state):
+        super().load_state_dict(state)
         self.memory.copy_(state["memory"])
