@@ -313,6 +313,25 @@ _MODELS = {
 }
 
 
+class Ensemble(nn.Module):
+    """Trained networks as one teacher: its output is the log of the members' mean softmax, so
+    softmax(output) is the ensemble's average prediction (Stanton et al. 2021) and every method
+    that distils from `teacher(x)` distils from the ensemble. `members` gives each network
+    (methods that weigh several teachers, e.g. CA-MKD, use them one by one)."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    @property
+    def classifier(self):  # the class count, for the training loop's checks
+        return self.members[0].classifier
+
+    def forward(self, x):
+        probs = torch.stack([m(x).float().softmax(1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
 def available():
     return sorted(_MODELS)
 

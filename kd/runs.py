@@ -121,10 +121,9 @@ def run(cfg: TrainConfig, *, root: str | os.PathLike | None = None, device=None,
     done = find(cfg, [root, *lookup])
     if done is not None:
         return done
-    teacher = None
-    if cfg.teacher is not None:
-        teacher = run(cfg.teacher, root=root, device=device, progress=progress, lookup=lookup,
-                      **fit_options).model(device or "cpu")
+    teachers = [run(t, root=root, device=device, progress=progress, lookup=lookup, **fit_options).model(device or "cpu")
+                for t in cfg.teachers]
+    teacher = teachers if isinstance(cfg.teacher, list) else (teachers[0] if teachers else None)
     with _locked(run_dir(cfg, root)):
         done = find(cfg, [root, *lookup])  # another process may have finished it meanwhile
         if done is None:
@@ -138,7 +137,7 @@ def dependency_levels(configs: list[TrainConfig]) -> list[list[TrainConfig]]:
     depth: dict[str, tuple[int, TrainConfig]] = {}
 
     def visit(cfg: TrainConfig) -> int:
-        d = 0 if cfg.teacher is None else visit(cfg.teacher) + 1
+        d = max((visit(t) + 1 for t in cfg.teachers), default=0)
         depth[cfg.hash()] = (max(d, depth.get(cfg.hash(), (0, cfg))[0]), cfg)
         return d
 

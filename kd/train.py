@@ -58,7 +58,7 @@ class TrainConfig:
     data_seed: int | None = None  # seed of the data subset; None: `seed` (see load_data)
     method: str = "ce"
     method_args: dict = field(default_factory=dict)
-    teacher: "TrainConfig | None" = None
+    teacher: "TrainConfig | list[TrainConfig] | None" = None  # a list: an ensemble teacher (kd.models.Ensemble)
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
@@ -79,6 +79,20 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.teacher, dict):
             self.teacher = TrainConfig.from_dict(self.teacher)
+        elif isinstance(self.teacher, (list, tuple)):
+            self.teacher = [TrainConfig.from_dict(t) if isinstance(t, dict) else t for t in self.teacher]
+
+    @property
+    def teachers(self) -> list["TrainConfig"]:
+        """The teacher's configuration, or an ensemble's members; [] without a teacher."""
+        if self.teacher is None:
+            return []
+        return list(self.teacher) if isinstance(self.teacher, list) else [self.teacher]
+
+    def _map_teacher(self, fn):
+        if isinstance(self.teacher, list):
+            return [fn(t) for t in self.teacher]
+        return fn(self.teacher) if self.teacher is not None else None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -90,15 +104,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if self.teacher is not None:
-            d["teacher"] = self.teacher.to_dict()
+        d["teacher"] = self._map_teacher(lambda t: t.to_dict())
         return d
 
     def resolved(self) -> "TrainConfig":
         """This configuration with every method hyperparameter spelled out, defaults included
         (the teacher's too): {"temperature": 4} and {} name the same KD run."""
         return dataclasses.replace(self, method_args=kd_methods.resolved_args(self.method, self.method_args),
-                                   teacher=self.teacher.resolved() if self.teacher is not None else None)
+                                   teacher=self._map_teacher(lambda t: t.resolved()))
 
     def identity(self) -> dict:
         """What names a run: the resolved configuration, the version of its method (which
@@ -106,8 +119,7 @@ class TrainConfig:
         teacher too. Changing a default or a method's behaviour (with its version) gives new runs."""
         d = self.resolved().to_dict()
         d["versions"] = {"method": kd_methods.REGISTRY[self.method].version, "train": TRAIN_VERSION}
-        if self.teacher is not None:
-            d["teacher"] = self.teacher.identity()
+        d["teacher"] = self._map_teacher(lambda t: t.identity())
         return d
 
     def load_data(self, root=None) -> "kd_data.Dataset":
@@ -149,16 +161,19 @@ class TrainConfig:
         if method.needs_teacher and self.teacher is None:
             raise ValueError(f"method {self.method!r} needs a teacher: on the command line pass --teacher-run "
                              "<a finished run's folder>; in Python set `teacher` to the teacher's TrainConfig")
-        if self.teacher is not None:
+        if isinstance(self.teacher, list) and len(self.teacher) < 2:
+            raise ValueError(f"an ensemble teacher needs at least 2 members, got {len(self.teacher)}; "
+                             "give one teacher as a TrainConfig, not a list")
+        for teacher in self.teachers:
             if not method.needs_teacher:
                 raise ValueError(f"method {self.method!r} uses no teacher, but one was given; remove `teacher`")
-            if self.teacher.dataset != self.dataset:
-                raise ValueError(f"teacher trained on {self.teacher.dataset!r} but the student on "
+            if teacher.dataset != self.dataset:
+                raise ValueError(f"teacher trained on {teacher.dataset!r} but the student on "
                                  f"{self.dataset!r}: their class counts and inputs would not match")
-            if method.same_architecture and self.teacher.model != self.model:
+            if method.same_architecture and teacher.model != self.model:
                 raise ValueError(f"{self.method!r} needs the teacher's architecture for the student: "
-                                 f"teacher {self.teacher.model!r}, student {self.model!r}")
-            self.teacher.validate()
+                                 f"teacher {teacher.model!r}, student {self.model!r}")
+            teacher.validate()
         if method.same_class and self.batch_size % (1 + method.same_class):
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of 1 + same_class "
                              f"({1 + method.same_class}) for {self.method!r}")
@@ -209,7 +224,7 @@ def load_model(run_dir: str | os.PathLike, device="cpu") -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Module | None = None,
+def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Module | list | None = None,
         device=None, resume: bool = True, checkpoint_every: int = 1, eval_every: int = 1,
         evaluations: int | None = None,
         compile: bool = False, progress: bool | None = None, data_root=None) -> dict:
@@ -222,6 +237,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     the LAST epoch's (`top1`); `best_top1` and `best_epoch` are kept as secondary columns.
     """
     method = cfg.validate()
+    if isinstance(teacher, (list, tuple)):  # an ensemble teacher's trained members
+        teacher = kd_models.Ensemble(teacher)
     if evaluations:
         eval_every = max(1, cfg.epochs // evaluations)
     if teacher is None and method.needs_teacher:
@@ -366,7 +383,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                     "params": sum(p.numel() for p in model.parameters()),
                     "train_time_s": sum(r["epoch_time_s"] for r in history),
                     "epoch_time_s": _median([r["epoch_time_s"] for r in history]),
-                    "device": str(device), "teacher_hash": cfg.teacher.hash() if cfg.teacher else None,
+                    "device": str(device), "teacher_hash": cfg._map_teacher(lambda t: t.hash()),
                     "versions": cfg.identity()["versions"], "provenance": provenance(device)})
     if dist.main:
         atomic_save(model.state_dict(), run_dir / "model.pt")

@@ -491,3 +491,22 @@ def test_project_root_follows_kd_root_then_the_working_directory(tmp_path, monke
     assert kd_runs.project_root() == Path(kd_runs.__file__).resolve().parent.parent
     monkeypatch.setenv("KD_ROOT", str(copy))
     assert kd_runs.project_root() == copy.resolve()
+
+
+def test_an_ensemble_teacher_trains_its_members_first_and_distils_their_mean_prediction(tmp_path, fits):
+    members = [tiny(seed=11), tiny(seed=12, model="plane4")]
+    student = tiny(method="kd", teacher=members)
+    assert student.teachers == members and student.hash() != tiny(method="kd", teacher=members[:1] * 2).hash()
+    assert TrainConfig.from_dict(student.to_dict()) == student, "a list of teachers round-trips through config.json"
+    with pytest.raises(ValueError, match="at least 2 members"):
+        tiny(method="kd", teacher=[tiny(seed=11)]).validate()
+    run = kd_runs.run(student, root=tmp_path, device="cpu", progress=False)
+    assert fits == [m.hash() for m in members] + [student.hash()], "members first, once each"
+    assert run.summary["teacher_hash"] == [m.hash() for m in members]
+    nets = [kd_runs.find(m, [tmp_path]).model() for m in members]
+    ensemble = kd.models.Ensemble(nets)
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        mean = torch.stack([n(x).softmax(1) for n in nets]).mean(0)
+        torch.testing.assert_close(ensemble(x).softmax(1), mean)
+    assert kd_runs.dependency_levels([student])[0] == members
