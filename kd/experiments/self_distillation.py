@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -277,3 +278,42 @@ def run_flatness(run, sec: dict, device="cpu") -> dict:
     atomic_write_text(path, json.dumps({**out, "perturbation": {str(k): v for k, v in out["perturbation"].items()}},
                                        indent=2))
     return out
+
+
+def ensemble_frame(R: dict, generations: int) -> pd.DataFrame:
+    """One row per (model, seed, k): the top-1 of the ensemble of generations 0..k (mean of their
+    softmax outputs) beside the best single generation among them; R is `run_plan`'s result."""
+    rows = []
+    for model, e in R.items():
+        for seed_runs in e["generations"]:
+            logits = [r.eval_logits() for r in seed_runs]
+            targets = logits[0][1]
+            for k in range(1, generations + 1):
+                rows.append({"model": model, "seed": seed_runs[0].config.seed, "generations": f"0..{k}", "k": k,
+                             "ensemble top-1": ensemble_top1([lg for lg, _ in logits[:k + 1]], targets),
+                             "best single top-1": max(r.summary["top1"] for r in seed_runs[:k + 1])})
+    return pd.DataFrame(rows)
+
+
+def flatness_frames(R: dict, sec: dict, device="cpu") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`run_flatness` of every generation and control run of R: (one row per run: train CE loss,
+    top Hessian eigenvalue, power iterations, test top-1; one row per (run, norm r, draw): the
+    training-loss increase under a random perturbation of relative norm r)."""
+    flat_rows, pert_rows = [], []
+
+    def measure(model, label, k, run):
+        f = run_flatness(run, sec, device=device)
+        key = {"model": model, "run": label, "generation": k, "seed": run.config.seed}
+        flat_rows.append({**key, "train CE loss": f["loss"], "top eigenvalue": f["top_eigenvalue"],
+                          "power iterations": f["power_iterations"], "test top-1": run.summary["top1"]})
+        pert_rows.extend({**key, "r": r, "increase": v} for r, inc in f["perturbation"].items() for v in inc)
+
+    for model, e in R.items():
+        for seed_runs in e["generations"]:
+            for k, run in enumerate(seed_runs):
+                measure(model, f"gen {k}", k, run)
+        for key in ("label_smoothing", "ce_long"):
+            for run in e.get(key, []):
+                measure(model, "label smoothing" if key == "label_smoothing" else f"CE {run.config.epochs} epochs",
+                        None, run)
+    return pd.DataFrame(flat_rows), pd.DataFrame(pert_rows)
