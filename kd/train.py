@@ -362,6 +362,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         if last or (epoch + 1) % eval_every == 0:
             logits, targets = predict(model, eval_loader, torch.bfloat16 if autocast["enabled"] else None)
             row.update(classification_metrics(logits, targets, teacher_eval_logits))
+            row.update(method.evaluate(eval_loader))
         history.append(row)
         log.epoch(row)
         if dist.main:

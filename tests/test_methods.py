@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import kd.data
 import kd.methods
 import kd.models
+import kd.metrics
 import kd.runs
 from kd import losses
 from kd.data import Loader
@@ -365,3 +366,36 @@ def test_a_method_owns_modules_trained_checkpointed_resumed_and_kept_out_of_the_
         torch.testing.assert_close(resumed[k], head[k], rtol=0, atol=0)
     first = torch.nn.Linear(head["weight"].shape[1], 10)
     assert not torch.equal(head["weight"], first.weight), "the head was optimised"
+
+
+class _MutualPeer(kd.methods.Method):
+    """Online distillation in one loop (DML's shape): the student and a peer network it owns learn
+    from the labels and from each other; the peer is evaluated beside the student."""
+
+    def build(self, student, teacher, example):
+        torch.manual_seed(1)
+        return kd.models.create("plane2", self.num_classes, in_channels=example.shape[1])
+
+    def forward_train(self, student, teacher, batch):
+        logits, peer = student(batch.x), self.owned(batch.x)
+        return logits, {"ce": F.cross_entropy(logits, batch.y), "peer_ce": F.cross_entropy(peer, batch.y),
+                        "kl": losses.kd_loss(logits, peer.detach(), 1.0),
+                        "peer_kl": losses.kd_loss(peer, logits.detach(), 1.0)}
+
+    def evaluate(self, eval_loader):
+        logits, targets = kd.metrics.predict(self.owned, eval_loader)
+        self.owned.train()
+        return {"peer_top1": 100 * kd.metrics.accuracy(logits, targets)}
+
+
+def test_networks_trained_together_in_one_loop_each_evaluated(tmp_path, monkeypatch):
+    from kd import train as kd_train
+
+    monkeypatch.setitem(kd.methods.REGISTRY, "mutual_peer", _MutualPeer)
+    cfg = kd_train.TrainConfig(model="plane2", dataset="digits", method="mutual_peer", train_subset=300,
+                               eval_subset=100, epochs=3, batch_size=50, lr=0.05, crop_pad=1, seed=0)
+    kd_train.fit(cfg, tmp_path, device="cpu", progress=False)
+    hist = kd.runs.Run(tmp_path).history
+    assert {"train_peer_ce", "train_peer_kl", "peer_top1"} <= set(hist.columns)
+    assert hist["peer_top1"].notna().all() and hist["train_peer_ce"].iloc[-1] < hist["train_peer_ce"].iloc[0]
+    assert "owned" in torch.load(tmp_path / "checkpoint.pt", weights_only=False)["method"]

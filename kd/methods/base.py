@@ -116,6 +116,11 @@ class Method:
     def forward_train(self, student, teacher, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
+    def evaluate(self, eval_loader) -> dict[str, float]:
+        """Metrics of the method's own networks at each evaluation, logged beside the student's
+        (e.g. an online-distillation peer's {"peer_top1": ...}); none by default."""
+        return {}
+
     def state_dict(self) -> dict:
         """What a checkpoint keeps of the method (subclasses add their state to this)."""
         return {"owned": self.owned.state_dict()} if self.owned is not None else {}
