@@ -56,11 +56,11 @@ def main(argv=None) -> int:
         before = finished_runs(P.students_root)
         train_s = timed([sys.executable, "-m", "kd", "run-many", "--paper", paper, "--profile", P.name])
         trained = finished_runs(P.students_root) - before
-        out = ROOT / "results" / P.name / paper
-        out.mkdir(parents=True, exist_ok=True)
+        out = Path("results") / P.name / paper  # relative: papermill records the paths in the notebook
+        (ROOT / out).mkdir(parents=True, exist_ok=True)
         notebook_s = timed(["papermill", f"notebooks/{paper}.ipynb", str(out / ".running.ipynb"),  # as dvc.yaml's stage
                             "-p", "profile", P.name, "--cwd", "notebooks", "--no-progress-bar"])
-        (out / ".running.ipynb").replace(out / f"{paper}.ipynb")
+        (ROOT / out / ".running.ipynb").replace(ROOT / out / f"{paper}.ipynb")
         record[paper] = {"trainings_s": round(train_s), "notebook_s": round(notebook_s),
                          "stage_s": round(train_s + notebook_s), "runs_trained": trained,
                          "workers": P.workers,
