@@ -95,7 +95,8 @@ def _teacher(args) -> int:
         run = trained[(args.name, seed)]
         rows[f"seed{seed}"] = {k: run.summary[k] for k in ("top1", "best_top1", "nll", "ece", "train_time_s")}
         history += run.history.assign(seed=seed).to_dict("records")
-        print(f"teacher {args.name} seed {seed}: top-1 {run.summary['top1']:.2f} ({run.path})", flush=True)
+        where = run.path.relative_to(P.runs_root.parent)  # runs/<profile>/..., not this machine's path
+        print(f"teacher {args.name} seed {seed}: top-1 {run.summary['top1']:.2f} (runs/{where})", flush=True)
     # metrics and per-epoch curves for `dvc metrics show` / `dvc plots show`, outside the run folders
     out = P.results_dir("teachers")
     atomic_write_text(out / f"{args.name}.json", json.dumps(

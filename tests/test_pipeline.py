@@ -146,3 +146,16 @@ def test_dvc_parses_the_pipeline():
     assert "data" in names and "report" in names
     assert all(f"paper@{p}" in names for p in PAPERS)
     assert all(f"teachers@{t}" in names for t in PARAMS["teachers"])
+
+
+def test_committed_results_hold_no_paths_of_the_machine_that_made_them():
+    import re
+
+    pattern = re.compile(r"(?<![\w.~-])/(?:home|root|tmp|work|Users|mnt|private|var/folders)/")
+    listed = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    offending = [name for name in listed.stdout.split()
+                 if name.endswith((".ipynb", ".json", ".md", ".log", ".csv"))
+                 and pattern.search((ROOT / name).read_text(errors="replace"))]
+    assert not offending, f"absolute paths of a machine in {offending}"
