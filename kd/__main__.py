@@ -226,6 +226,7 @@ def main(argv=None) -> int:
     t.add_argument("--crop-pad", type=int)
     t.add_argument("--cutout", type=int)
     t.add_argument("--seed", type=int)
+    t.add_argument("--stop-epoch", type=int, help="stop after this many epochs of the --epochs schedule")
     t.add_argument("--out", help="run folder (default runs/cli/<model>-<method>-<hash>)")
     t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")

@@ -75,6 +75,12 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = True          # autocast on CUDA only; CPU runs stay in float32
     channels_last: bool = True  # CUDA only
+    # the run's model after this many epochs of the `epochs`-long schedule (a teacher taken at a
+    # chosen epoch: an early-stopped teacher); None: the whole schedule
+    stop_epoch: int | None = None
+
+    # settings added after runs were stored: left out of the identity while unset, so those runs keep theirs
+    LATER_FIELDS = ("stop_epoch",)
 
     def __post_init__(self):
         if isinstance(self.teacher, dict):
@@ -105,6 +111,9 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["teacher"] = self._map_teacher(lambda t: t.to_dict())
+        for name in self.LATER_FIELDS:
+            if d[name] is None:
+                del d[name]
         return d
 
     def resolved(self) -> "TrainConfig":
@@ -145,6 +154,8 @@ class TrainConfig:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(kd_data.DATASETS)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if self.stop_epoch is not None and not 1 <= self.stop_epoch <= self.epochs:
+            raise ValueError(f"stop_epoch must be in [1, epochs = {self.epochs}], got {self.stop_epoch}")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError(f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got lr={self.lr}, "
                              f"weight_decay={self.weight_decay}, momentum={self.momentum}")
@@ -330,7 +341,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         log.message(f"{run_dir.name}: resuming from epoch {start_epoch} of {cfg.epochs} (checkpoint.pt)")
     steps_per_epoch = len(train_loader)
     logits = targets = None  # the last evaluation's, reused for eval_logits.pt (the last epoch always evaluates)
-    for epoch in range(start_epoch, cfg.epochs):
+    end = cfg.stop_epoch or cfg.epochs  # the schedule is always the `epochs`-long one
+    for epoch in range(start_epoch, end):
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
         method.on_epoch_start(epoch, cfg.epochs)
@@ -358,7 +370,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         if cuda:
             torch.cuda.synchronize()
         row["epoch_time_s"] = time.perf_counter() - t0
-        last = epoch + 1 == cfg.epochs
+        last = epoch + 1 == end
         if last or (epoch + 1) % eval_every == 0:
             logits, targets = predict(model, eval_loader, torch.bfloat16 if autocast["enabled"] else None)
             row.update(classification_metrics(logits, targets, teacher_eval_logits))

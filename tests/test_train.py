@@ -578,3 +578,16 @@ def test_evaluations_spread_the_test_evaluations_over_the_run(tmp_path):
     train(tiny(epochs=4), tmp_path, evaluations=2)
     hist = pd.read_csv(tmp_path / "metrics.csv")
     assert hist.dropna(subset=["top1"])["epoch"].tolist() == [2, 4]
+
+
+def test_a_run_stopped_at_a_chosen_epoch_is_the_full_runs_model_at_that_epoch(tmp_path):
+    """stop_epoch takes a run's model at an epoch of its schedule (an early-stopped teacher): its
+    own cached run, equal on a CPU to the first epochs of the full run."""
+    full, early = tiny(epochs=4), tiny(epochs=4, stop_epoch=2)
+    assert "stop_epoch" not in full.identity(), "unset, it leaves the identity of existing runs alone"
+    assert early.hash() != full.hash()
+    train(full, tmp_path / "full")
+    train(early, tmp_path / "early")
+    pd.testing.assert_frame_equal(metrics(tmp_path / "full").iloc[:2], metrics(tmp_path / "early"), check_exact=True)
+    with pytest.raises(ValueError, match="stop_epoch must be in"):
+        tiny(epochs=4, stop_epoch=5).validate()
