@@ -185,9 +185,8 @@ class Report:
         if not path.exists():
             return False, (f"regime invalid: no positive control on profile `{self.profile.name}` "
                            "(run the testbed stage)")
-        control = {c["key"]: c for c in json.loads(path.read_text()).get("claims", [])}.get(CONTROL_KEY)
-        if control is None or control["verdict"] != "reproduced":
-            got = control["verdict"] if control else "missing"
+        got = self._testbed_verdicts().get(CONTROL_KEY, "missing")
+        if got != "reproduced":
             return False, f"regime invalid: the positive control (KD beats CE) is {got} on `{self.profile.name}`"
         return True, ""
 

@@ -333,7 +333,8 @@ class _AuxHead(kd.methods.Method):
                         "aux": F.cross_entropy(self.owned(feats["pooled"]), batch.y)}
 
 
-def test_a_method_owns_modules_trained_checkpointed_resumed_and_kept_out_of_the_model(tmp_path, monkeypatch):
+def test_a_method_owns_modules_trained_checkpointed_resumed_and_kept_out_of_the_model(tmp_path, monkeypatch,
+                                                                                      killed_at_epoch):
     from kd import train as kd_train
 
     monkeypatch.setitem(kd.methods.REGISTRY, "aux_head", _AuxHead)
@@ -349,17 +350,8 @@ def test_a_method_owns_modules_trained_checkpointed_resumed_and_kept_out_of_the_
     assert set(torch.load(tmp_path / "one" / "model.pt", weights_only=True)) == set(student.state_dict())
     assert "train_aux" in kd.runs.Run(tmp_path / "one").history
 
-    original = kd_train._Logger.epoch  # killed after epoch 1, then resumed: the same run
-
-    def kill(self, row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-        original(self, row)
-
-    monkeypatch.setattr(kd_train._Logger, "epoch", kill)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_epoch(2):  # killed after epoch 1, then resumed: the same run
         kd_train.fit(cfg, tmp_path / "two", device="cpu", progress=False)
-    monkeypatch.setattr(kd_train._Logger, "epoch", original)
     kd_train.fit(cfg, tmp_path / "two", device="cpu", progress=False)
     resumed = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)["method"]["owned"]
     for k in head:

@@ -321,18 +321,9 @@ def test_a_finished_run_records_checksums_and_a_damaged_file_is_refused(tmp_path
         run.eval_logits()
 
 
-def test_a_resumed_run_says_from_which_epoch(tmp_path, monkeypatch, capsys):
-    original = kd_train._Logger.epoch
-
-    def kill(self, row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-        original(self, row)
-
-    monkeypatch.setattr(kd_train._Logger, "epoch", kill)
-    with pytest.raises(KeyboardInterrupt):
+def test_a_resumed_run_says_from_which_epoch(tmp_path, capsys, killed_at_epoch):
+    with killed_at_epoch(2):
         fit(tiny(epochs=2), tmp_path, device="cpu", progress=None)
-    monkeypatch.undo()
     fit(tiny(epochs=2), tmp_path, device="cpu", progress=None)
     assert "resuming from epoch 1 of 2" in capsys.readouterr().out, "checkpoints every epoch by default"
 
