@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 
 import yaml
@@ -33,7 +34,18 @@ def load_params(path=None) -> dict:
     path = Path(path) if path is not None else params_path()
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; run from a clone of the repository or set KD_PARAMS")
-    return yaml.safe_load(path.read_text())
+    return read_yaml(path)
+
+
+def read_yaml(path: Path):
+    """A YAML file's content; a syntax error names the file, line and column, not only YAML's traceback."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        raise ValueError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e}); fix the file "
+                         f"(`git diff {path.name}` shows what changed)") from None
 
 
 def resolve(value, profile: str, inherits: str | None = None):
@@ -47,6 +59,36 @@ def resolve(value, profile: str, inherits: str | None = None):
     if isinstance(value, list):
         return [resolve(v, profile, inherits) for v in value]
     return value
+
+
+def _assigned_names(source: str) -> set[str]:
+    import ast
+
+    return {t.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
+
+
+def check_papermill_parameters(history: list[str] | None = None) -> None:
+    """In a notebook run by papermill, a `-p name value` whose name is not a parameter of the
+    notebook is an error naming the notebook's parameters (papermill itself only logs a warning,
+    and the value would be silently ignored). `history` is the kernel's executed cells (IPython's
+    `In`): papermill's injected cell starts with "# Parameters" and follows the parameters cell.
+    Outside a kernel, or in a notebook not run by papermill, nothing to check."""
+    if history is None:
+        ipython = sys.modules.get("IPython")  # imported in a kernel; never imported here
+        shell = ipython.get_ipython() if ipython else None
+        if shell is None:
+            return
+        history = shell.user_ns.get("In", [])
+    injected = [i for i, cell in enumerate(history) if i > 0 and cell.startswith("# Parameters\n")]
+    if not injected:
+        return
+    i = injected[-1]
+    declared = _assigned_names(history[i - 1])
+    unknown = sorted(_assigned_names(history[i]) - declared)
+    if unknown:
+        raise ValueError(f"papermill -p {', '.join(unknown)}: not a parameter of this notebook; "
+                         f"its parameters: {', '.join(sorted(declared))}")
 
 
 def parse_seeds(seeds) -> list[int]:
@@ -132,6 +174,7 @@ class Profile:
         (this is how a notebook's papermill parameters win over params.yaml)."""
         if paper not in self.params:
             raise KeyError(f"params.yaml has no section {paper!r}")
+        check_papermill_parameters()
         sec = resolve(self.params[paper], self.name, self.inherits)
         known = _section_keys(paper) or set(sec)
         for where, keys in (("params.yaml", set(sec)), ("the overrides", set(overrides))):

@@ -13,8 +13,8 @@ statistical verdict `not tested` ("regime invalid") when the profile's positive 
 (results/<profile>/testbed/metrics.json, claim `positive_control`) is missing or was not
 reproduced: a regime in which KD does not beat CE cannot test finer claims.
 
-Files: metrics.json (numbers for `dvc metrics show`, the claims and their verdicts),
-table.md (our mean +- std beside the paper's numbers, and the verdicts), figures/*.png.
+Files: metrics.json (the numbers, the claims and their verdicts, with their statistics),
+headline.json (the verdict counts, for `dvc metrics show`: one short row per notebook), table.md (our mean +- std beside the paper's numbers, and the verdicts), figures/*.png.
 Accuracy is the LAST epoch's top-1 on the test split unless a column says "best".
 """
 from __future__ import annotations
@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from kd.io import atomic_write_text
-from kd.params import ROOT
+from kd.params import ROOT, read_yaml
 from kd.stats import VERDICTS, adjusted_verdict, check, compare, holm, trend  # noqa: F401  (the notebooks' API)
 
 PAPER_RESULTS = ROOT / "data" / "paper_results.yaml"
@@ -40,7 +39,7 @@ STUDENT_COLUMNS = {"top1": "top-1 (last)", "best_top1": "top-1 (best)", "nll": "
 
 def paper_results(paper: str | None = None) -> dict:
     """Paper-reported numbers from data/paper_results.yaml (each entry cites its source)."""
-    data = yaml.safe_load(PAPER_RESULTS.read_text())
+    data = read_yaml(PAPER_RESULTS)
     return data[paper] if paper else data
 
 
@@ -238,6 +237,7 @@ class Report:
                    "verdicts": {c["key"]: c["verdict"] for c in claims},
                    "claims": [_jsonable(c) for c in claims]}
         atomic_write_text(self.dir / "metrics.json", json.dumps(metrics, indent=2))
+        atomic_write_text(self.dir / "headline.json", json.dumps(headline(metrics), indent=2))
         lines = [f"# {self.paper}: profile `{self.profile.name}`", "",
                  f"Seeds: {self.profile.seeds}. Accuracy: last epoch on the test split (mean ± std over "
                  "seeds); 'best' columns are the best epoch. Paper numbers: data/paper_results.yaml. "
@@ -255,6 +255,14 @@ class Report:
         for staged in sorted((self.staging / "figures").glob("*.png")):  # the figures, now that all is done
             staged.replace(self.dir / "figures" / staged.name)
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def headline(metrics: dict) -> dict:
+    """A notebook's verdicts counted (the same keys for every notebook, so `dvc metrics show`
+    is one short row per notebook; metrics.json and table.md hold each claim)."""
+    verdicts = [c["verdict"] for c in metrics.get("claims", [])]
+    return {"claims": len(verdicts), **{v: verdicts.count(v) for v in VERDICTS},
+            "regime_valid": bool(metrics.get("regime", {}).get("valid", False))}
 
 
 def _jsonable(value):

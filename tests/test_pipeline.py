@@ -89,7 +89,16 @@ def test_every_paper_stage_reads_the_positive_control():
     assert "results/${profile}/testbed/metrics.json" in DVC["stages"]["paper"]["do"]["deps"]
     testbed = DVC["stages"]["testbed"]
     assert "notebooks/testbed.ipynb" in testbed["deps"] and "kd/experiments/testbed.py" in testbed["deps"]
-    assert any("results/${profile}/testbed/metrics.json" in m for m in testbed["metrics"])
+    assert any("results/${profile}/testbed/metrics.json" in o for o in testbed["outs"])
+
+
+@pytest.mark.parametrize("stage", ["testbed", "paper"])
+def test_dvc_metrics_are_the_short_headlines(stage):
+    """`dvc metrics show` reads only headline.json (verdict counts, the same keys for every
+    notebook); metrics.json, with every number and claim, is a plain output."""
+    spec = DVC["stages"][stage].get("do", DVC["stages"][stage])
+    assert [next(iter(m)).rsplit("/", 1)[1] for m in spec["metrics"]] == ["headline.json"]
+    assert any(next(iter(o)).endswith("/metrics.json") for o in spec["outs"])
 
 
 @pytest.mark.parametrize("paper", STUDIES)

@@ -132,6 +132,8 @@ def test_a_failed_or_missing_positive_control_makes_the_regime_invalid(tmp_path,
     rep.write()
     m = json.loads((tmp_path / "cpu" / "toy" / "metrics.json").read_text())
     assert m["verdicts"] == {"gain": "not tested", "identity": "reproduced"}  # checks need no regime
+    assert json.loads((tmp_path / "cpu" / "toy" / "headline.json").read_text()) == {
+        "claims": 2, "reproduced": 1, "inconclusive": 0, "contradicted": 0, "not tested": 1, "regime_valid": False}
     assert "regime invalid" in m["claims"][0]["reason"] and not m["regime"]["valid"]
     assert "regime invalid" in (tmp_path / "cpu" / "toy" / "table.md").read_text()
 

@@ -510,3 +510,31 @@ def test_an_ensemble_teacher_trains_its_members_first_and_distils_their_mean_pre
         mean = torch.stack([n(x).softmax(1) for n in nets]).mean(0)
         torch.testing.assert_close(ensemble(x).softmax(1), mean)
     assert kd_runs.dependency_levels([student])[0] == members
+
+
+def test_invalid_params_yaml_names_the_file_and_line(tmp_path, monkeypatch):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("profiles:\n  quick: {seeds: [0, 1]\ndkd:\n  beta: 8\n")  # unclosed flow mapping
+    monkeypatch.setenv("KD_PARAMS", str(bad))
+    with pytest.raises(ValueError, match=r"params.yaml, line \d+, column \d+: invalid YAML") as e:
+        Profile("quick")
+    assert e.value.__cause__ is None and e.value.__suppress_context__  # no YAML traceback behind it
+
+
+def test_papermill_parameter_that_the_notebook_lacks_is_an_error(tmp_path):
+    """`papermill -p temprature 2` names the notebook's parameters instead of being ignored."""
+    import nbformat
+    import papermill
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('profile = "quick"\nbeta = None', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell('from kd.params import Profile\nsec = Profile(profile).section("dkd", beta=beta)')]
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    nbformat.write(nb, tmp_path / "toy.ipynb")
+    papermill.execute_notebook(str(tmp_path / "toy.ipynb"), str(tmp_path / "ok.ipynb"),
+                               parameters={"profile": "quick", "beta": 4}, progress_bar=False, cwd=str(tmp_path))
+    with pytest.raises(papermill.PapermillExecutionError, match=r"papermill -p temprature: not a parameter of this "
+                                                                  r"notebook; its parameters: beta, profile"):
+        papermill.execute_notebook(str(tmp_path / "toy.ipynb"), str(tmp_path / "bad.ipynb"),
+                                   parameters={"profile": "quick", "temprature": 2}, progress_bar=False,
+                                   cwd=str(tmp_path))
