@@ -14,7 +14,8 @@ statistical verdict `not tested` ("regime invalid") when the profile's positive 
 reproduced: a regime in which KD does not beat CE cannot test finer claims.
 
 Files: metrics.json (the numbers, the claims and their verdicts, with their statistics),
-headline.json (the verdict counts, for `dvc metrics show`: one short row per notebook), table.md (our mean +- std beside the paper's numbers, and the verdicts), figures/*.png.
+headline.json (the verdict counts, for `dvc metrics show`: one short row per notebook),
+table.md (our mean +- std beside the paper's numbers, and the verdicts), figures/*.png.
 Accuracy is the LAST epoch's top-1 on the test split unless a column says "best".
 """
 from __future__ import annotations

@@ -528,7 +528,8 @@ def test_papermill_parameter_that_the_notebook_lacks_is_an_error(tmp_path):
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell('profile = "quick"\nbeta = None', metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell('from kd.params import Profile\nsec = Profile(profile).section("dkd", beta=beta)')]
+                nbformat.v4.new_code_cell('from kd.params import Profile\n'
+                                          'sec = Profile(profile).section("dkd", beta=beta)')]
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
     nbformat.write(nb, tmp_path / "toy.ipynb")
     papermill.execute_notebook(str(tmp_path / "toy.ipynb"), str(tmp_path / "ok.ipynb"),
