@@ -2,6 +2,7 @@
 
     python -m kd train --model resnet8 --dataset fashion_mnist --train-subset 2000 --epochs 3
     python -m kd train --model resnet8 --method kd --teacher-run runs/cli/resnet20-ce-<hash>
+    python -m kd train --model resnet20 --init-run runs/cli/resnet20-ce-<hash> --prune 0.5   # prune, fine-tune
     python -m kd data --profile quick          # check / fetch the profile's dataset
     python -m kd teacher resnet20 --profile quick
     python -m kd run-many --profile full --paper dkd --workers 8   # a notebook's trainings, no Jupyter
@@ -24,24 +25,34 @@ def _train(args) -> int:
     from kd import runs
     from kd.train import TrainConfig, fit, load_model
 
-    teacher_model, teacher_cfg = None, None
+    def finished(flag: str, path: str) -> runs.Run:
+        if not (Path(path) / "final.json").exists():
+            raise SystemExit(f"{flag} {path}: no finished run there (final.json missing)")
+        return runs.Run(Path(path))
+
+    teacher_model, teacher_cfg, init_run = None, None, None
     if args.teacher_run:
-        teacher_run = runs.Run(Path(args.teacher_run))
-        if not (teacher_run.path / "final.json").exists():
-            raise SystemExit(f"--teacher-run {args.teacher_run}: no finished run there (final.json missing)")
+        teacher_run = finished("--teacher-run", args.teacher_run)
         teacher_cfg = teacher_run.config
         teacher_model = load_model(teacher_run.path)
+    if args.init_run:
+        init_run = finished("--init-run", args.init_run)
+    if args.prune is not None and init_run is None:
+        raise SystemExit("--prune needs --init-run, the finished run whose weights are pruned")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     settings["method_args"] = json.loads(args.method_args)
     settings["teacher"] = teacher_cfg
+    settings["init_from"] = init_run.config if init_run else None
+    settings["prune"] = {"amount": args.prune} if args.prune is not None else None
     cfg = TrainConfig(**settings)
     cfg.validate()
     out = Path(args.out) if args.out else runs.run_dir(cfg, runs.runs_root("cli"))
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports (and writes)
     if main_process:
         print(f"training {cfg.model} with {cfg.method} on {cfg.dataset} -> {out}", flush=True)
-    summary = fit(cfg, out, teacher=teacher_model, device=args.device, resume=not args.no_resume,
+    init = init_run.model().state_dict() if init_run else None
+    summary = fit(cfg, out, teacher=teacher_model, init=init, device=args.device, resume=not args.no_resume,
                   checkpoint_every=args.checkpoint_every, compile=args.compile, data_root=args.data_root)
     if main_process:
         print(json.dumps({k: summary[k] for k in ("top1", "best_top1", "nll", "ece", "train_time_s")}, indent=2))
@@ -227,6 +238,9 @@ def main(argv=None) -> int:
     t.add_argument("--cutout", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--stop-epoch", type=int, help="stop after this many epochs of the --epochs schedule")
+    t.add_argument("--init-run", help="folder of a finished run of the same model: start from its weights (fine-tune)")
+    t.add_argument("--prune", type=float, help="with --init-run: remove this fraction of its remaining conv and "
+                                                "linear weights by magnitude first (kd.prune)")
     t.add_argument("--out", help="run folder (default runs/cli/<model>-<method>-<hash>)")
     t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")

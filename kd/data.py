@@ -37,7 +37,7 @@ class DatasetInfo:
     num_classes: int
     channels: int
     mean: tuple         # normalisation per channel; CIFAR-100's are the KD literature's
-    std: tuple          # (shared/papers.md), the others the training-set statistics
+    std: tuple          # (docs/papers.md), the others the training-set statistics
     classes: tuple = ()  # class names in label order, where the figures show them
 
 

@@ -114,7 +114,7 @@ def _locked(path: Path):
 
 def run(cfg: TrainConfig, *, root: str | os.PathLike | None = None, device=None,
         progress: bool | None = None, lookup=(), **fit_options) -> Run:
-    """Train `cfg` (and, first, any teacher it names) into `root` unless a finished run of
+    """Train `cfg` (and, first, any teacher it names and any run it starts from) into `root` unless a finished run of
     it is stored under `root` or one of the `lookup` folders; return the Run."""
     cfg.validate()
     root = Path(root) if root is not None else runs_root()
@@ -124,20 +124,25 @@ def run(cfg: TrainConfig, *, root: str | os.PathLike | None = None, device=None,
     teachers = [run(t, root=root, device=device, progress=progress, lookup=lookup, **fit_options).model(device or "cpu")
                 for t in cfg.teachers]
     teacher = teachers if isinstance(cfg.teacher, list) else (teachers[0] if teachers else None)
+    init = None
+    if cfg.init_from is not None:  # a derived run starts from another run's final weights
+        init = run(cfg.init_from, root=root, device=device, progress=progress, lookup=lookup,
+                   **fit_options).model(device or "cpu").state_dict()
     with _locked(run_dir(cfg, root)):
         done = find(cfg, [root, *lookup])  # another process may have finished it meanwhile
         if done is None:
-            fit(cfg, run_dir(cfg, root), teacher=teacher, device=device, progress=progress, **fit_options)
+            fit(cfg, run_dir(cfg, root), teacher=teacher, init=init, device=device, progress=progress, **fit_options)
             done = Run(run_dir(cfg, root))
     return done
 
 
 def dependency_levels(configs: list[TrainConfig]) -> list[list[TrainConfig]]:
-    """Unique configurations (teachers included), grouped so each level's teachers come earlier."""
+    """Unique configurations (teachers and runs started from included), grouped so that each
+    level's dependencies come earlier."""
     depth: dict[str, tuple[int, TrainConfig]] = {}
 
     def visit(cfg: TrainConfig) -> int:
-        d = max((visit(t) + 1 for t in cfg.teachers), default=0)
+        d = max((visit(t) + 1 for t in cfg.dependencies), default=0)
         depth[cfg.hash()] = (max(d, depth.get(cfg.hash(), (0, cfg))[0]), cfg)
         return d
 

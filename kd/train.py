@@ -36,6 +36,7 @@ import torch
 from kd import data as kd_data
 from kd import methods as kd_methods
 from kd import models as kd_models
+from kd import prune as kd_prune
 from kd.env import provenance
 from kd.io import atomic_save, atomic_write_text, write_csv
 from kd.metrics import classification_metrics, predict
@@ -78,15 +79,21 @@ class TrainConfig:
     # the run's model after this many epochs of the `epochs`-long schedule (a teacher taken at a
     # chosen epoch: an early-stopped teacher); None: the whole schedule
     stop_epoch: int | None = None
+    # a derived run (kd.prune): start from this run's final weights (a fine-tune with this
+    # configuration's schedule), pruned first when `prune` is given, e.g. {"amount": 0.5}
+    init_from: "TrainConfig | None" = None
+    prune: dict | None = None
 
     # settings added after runs were stored: left out of the identity while unset, so those runs keep theirs
-    LATER_FIELDS = ("stop_epoch",)
+    LATER_FIELDS = ("stop_epoch", "init_from", "prune")
 
     def __post_init__(self):
         if isinstance(self.teacher, dict):
             self.teacher = TrainConfig.from_dict(self.teacher)
         elif isinstance(self.teacher, (list, tuple)):
             self.teacher = [TrainConfig.from_dict(t) if isinstance(t, dict) else t for t in self.teacher]
+        if isinstance(self.init_from, dict):
+            self.init_from = TrainConfig.from_dict(self.init_from)
 
     @property
     def teachers(self) -> list["TrainConfig"]:
@@ -94,6 +101,11 @@ class TrainConfig:
         if self.teacher is None:
             return []
         return list(self.teacher) if isinstance(self.teacher, list) else [self.teacher]
+
+    @property
+    def dependencies(self) -> list["TrainConfig"]:
+        """The runs this one needs finished first: its teachers and the run it starts from."""
+        return self.teachers + ([self.init_from] if self.init_from is not None else [])
 
     def _map_teacher(self, fn):
         if isinstance(self.teacher, list):
@@ -111,6 +123,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["teacher"] = self._map_teacher(lambda t: t.to_dict())
+        d["init_from"] = self.init_from.to_dict() if self.init_from is not None else None
         for name in self.LATER_FIELDS:
             if d[name] is None:
                 del d[name]
@@ -120,7 +133,9 @@ class TrainConfig:
         """This configuration with every method hyperparameter spelled out, defaults included
         (the teacher's too): {"temperature": 4} and {} name the same KD run."""
         return dataclasses.replace(self, method_args=kd_methods.resolved_args(self.method, self.method_args),
-                                   teacher=self._map_teacher(lambda t: t.resolved()))
+                                   teacher=self._map_teacher(lambda t: t.resolved()),
+                                   init_from=self.init_from.resolved() if self.init_from is not None else None,
+                                   prune=kd_prune.resolved(self.prune) if self.prune is not None else None)
 
     def identity(self) -> dict:
         """What names a run: the resolved configuration, the version of its method (which
@@ -129,6 +144,8 @@ class TrainConfig:
         d = self.resolved().to_dict()
         d["versions"] = {"method": kd_methods.REGISTRY[self.method].version, "train": TRAIN_VERSION}
         d["teacher"] = self._map_teacher(lambda t: t.identity())
+        if self.init_from is not None:
+            d["init_from"] = self.init_from.identity()
         return d
 
     def load_data(self, root=None) -> "kd_data.Dataset":
@@ -156,6 +173,15 @@ class TrainConfig:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if self.stop_epoch is not None and not 1 <= self.stop_epoch <= self.epochs:
             raise ValueError(f"stop_epoch must be in [1, epochs = {self.epochs}], got {self.stop_epoch}")
+        if self.prune is not None:
+            if self.init_from is None:
+                raise ValueError("prune needs init_from, the trained run whose weights are pruned")
+            kd_prune.check(self.prune)
+        if self.init_from is not None:
+            if (self.init_from.model, self.init_from.dataset) != (self.model, self.dataset):
+                raise ValueError(f"init_from must be a {self.model} run on {self.dataset} (the weights are loaded "
+                                 f"as they are), got {self.init_from.model} on {self.init_from.dataset}")
+            self.init_from.validate()
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError(f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got lr={self.lr}, "
                              f"weight_decay={self.weight_decay}, momentum={self.momentum}")
@@ -236,14 +262,16 @@ def load_model(run_dir: str | os.PathLike, device="cpu") -> torch.nn.Module:
 
 
 def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Module | list | None = None,
-        device=None, resume: bool = True, checkpoint_every: int = 1, eval_every: int = 1,
+        init: dict | None = None, device=None, resume: bool = True, checkpoint_every: int = 1, eval_every: int = 1,
         evaluations: int | None = None,
         compile: bool = False, progress: bool | None = None, data_root=None) -> dict:
     """Train `cfg` into `run_dir` and return the final summary (also written to final.json).
 
     Files: config.json, metrics.csv (one row per evaluated epoch), checkpoint.pt (for
     resume), model.pt and eval_logits.pt (the final model and its eval-split logits),
-    final.json (last-epoch metrics, best-epoch top-1, timings). Evaluation runs every `eval_every`
+    final.json (last-epoch metrics, best-epoch top-1, timings). A derived run (`cfg.init_from`)
+    starts from `init`, the state dict of that run's final model, pruned if `cfg.prune` says
+    (kd.prune; the pruned weights stay zero). Evaluation runs every `eval_every`
     epochs, or `evaluations` times over the run when that is given, and at the last epoch. The reported accuracy is
     the LAST epoch's (`top1`); `best_top1` and `best_epoch` are kept as secondary columns.
     """
@@ -254,6 +282,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         eval_every = max(1, cfg.epochs // evaluations)
     if teacher is None and method.needs_teacher:
         raise ValueError(f"method {cfg.method!r} needs a trained teacher model (pass teacher=...)")
+    if (init is None) != (cfg.init_from is None):
+        raise ValueError("a run with init_from needs init=, the state dict of that run's model (and only it)")
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cuda" and not torch.cuda.is_available():  # before any file is written
         raise RuntimeError(f"device {device} asked for, but no GPU is visible (torch.cuda.is_available() is False)")
@@ -297,6 +327,12 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
 
     torch.manual_seed(cfg.seed)
     model = kd_models.create(cfg.model, ds.num_classes, in_channels=ds.in_channels).to(device)
+    keep = None
+    if init is not None:
+        model.load_state_dict(init)
+        if cfg.prune is not None:
+            keep = kd_prune.masks(model, cfg.prune)
+            kd_prune.apply(model, keep)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if teacher is not None:
@@ -356,6 +392,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss, terms = train_step(method, train_model, teacher, batch, optimizer, autocast)
+            if keep is not None:
+                kd_prune.apply(model, keep)
             guard.record(loss, terms, epoch, step)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v.detach().float()
@@ -398,6 +436,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                     "epoch_time_s": _median([r["epoch_time_s"] for r in history]),
                     "device": str(device), "teacher_hash": cfg._map_teacher(lambda t: t.hash()),
                     "versions": cfg.identity()["versions"], "provenance": provenance(device)})
+    if cfg.prune is not None:
+        summary["sparsity"] = kd_prune.sparsity(model, kd_prune.resolved(cfg.prune)["layers"])
     if dist.main:
         atomic_save(model.state_dict(), run_dir / "model.pt")
         atomic_save({"logits": logits.cpu(), "targets": targets.cpu()}, run_dir / "eval_logits.pt")

@@ -168,3 +168,17 @@ def test_committed_results_hold_no_paths_of_the_machine_that_made_them():
                  if name.endswith((".ipynb", ".json", ".md", ".log", ".csv"))
                  and pattern.search((ROOT / name).read_text(errors="replace"))]
     assert not offending, f"absolute paths of a machine in {offending}"
+
+
+def test_the_repository_cites_its_own_paper_facts():
+    """Paper facts live in docs/papers.md (one section per paper, cited), numbers in
+    data/paper_results.yaml; nothing tracked points outside the repository for them."""
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    outside = [name for name in listed.stdout.split() if not name.startswith(("results/", "tests/test_pipeline.py"))
+               and (ROOT / name).is_file() and "shared/papers" in (ROOT / name).read_text(errors="replace")]
+    assert not outside, f"references to paper notes outside the repository in {outside}"
+    facts = (ROOT / "docs" / "papers.md").read_text()
+    sections = {line[3:].strip() for line in facts.splitlines() if line.startswith("## ")}
+    assert {"DKD", "DIST", "TAKD", "PS-KD", "BAKE", "Zipf's LS", "MIX-KD", "Self-distillation"} <= sections

@@ -17,7 +17,7 @@ import kd.models
 import kd.train
 from kd import params as kd_params
 from kd import runs as kd_runs
-from kd.params import PROFILES, Profile, load_params, resolve
+from kd.params import PROFILES, ROOT, Profile, load_params, resolve
 from kd.train import TrainConfig, fit
 
 PARAMS = yaml.safe_load(kd_params.params_path().read_text())
@@ -521,10 +521,12 @@ def test_invalid_params_yaml_names_the_file_and_line(tmp_path, monkeypatch):
     assert e.value.__cause__ is None and e.value.__suppress_context__  # no YAML traceback behind it
 
 
-def test_papermill_parameter_that_the_notebook_lacks_is_an_error(tmp_path):
+def test_papermill_parameter_that_the_notebook_lacks_is_an_error(tmp_path, monkeypatch):
     """`papermill -p temprature 2` names the notebook's parameters instead of being ignored."""
     import nbformat
     import papermill
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the kernel imports this checkout's kd
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell('profile = "quick"\nbeta = None', metadata={"tags": ["parameters"]}),

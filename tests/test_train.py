@@ -583,3 +583,71 @@ def test_a_run_stopped_at_a_chosen_epoch_is_the_full_runs_model_at_that_epoch(tm
     pd.testing.assert_frame_equal(metrics(tmp_path / "full").iloc[:2], metrics(tmp_path / "early"), check_exact=True)
     with pytest.raises(ValueError, match="stop_epoch must be in"):
         tiny(epochs=4, stop_epoch=5).validate()
+
+
+def test_a_pruned_fine_tuned_run_is_a_cached_derived_run(tmp_path, killed_at_epoch):
+    """Derived runs (kd.prune): the dense run's weights, the `amount` of them with the smallest
+    magnitude removed globally and held at zero while fine-tuning; a second round removes a
+    fraction of what remains (iterative pruning with learning-rate rewinding); each round is its own
+    cached run, trained after the run it starts from, and resumes like any run."""
+    from kd import prune, runs
+
+    dense = tiny(epochs=2)
+    round1 = tiny(epochs=2, init_from=dense, prune={"amount": 0.5})
+    round2 = round1.replace(init_from=round1, prune={"amount": 0.5})
+    assert "init_from" not in dense.identity() and "prune" not in dense.identity(), "old runs keep their names"
+    assert round1.identity()["prune"] == {"amount": 0.5, "score": "magnitude", "layers": "conv+linear"}
+    assert len({dense.hash(), round1.hash(), round2.hash(), round1.replace(prune={"amount": 0.4}).hash()}) == 4
+    assert TrainConfig.from_dict(json.loads(json.dumps(round2.to_dict()))).hash() == round2.hash()
+    assert [len(level) for level in runs.dependency_levels([round2])] == [1, 1, 1]
+
+    got = runs.run_many([round2], root=tmp_path, progress=False)[0]  # dense, then round 1, then round 2
+    d, r1 = runs.find(dense, [tmp_path]), runs.find(round1, [tmp_path])
+    weights = {name: prune.prunable(r.model()) for name, r in (("dense", d), ("r1", r1), ("r2", got))}
+    n = sum(w.numel() for w in weights["dense"].values())
+    for name, expected in (("r1", 0.5), ("r2", 0.75)):
+        zeros = sum(int((w == 0).sum()) for w in weights[name].values())
+        assert abs(zeros / n - expected) <= 1 / n, name
+    assert r1.summary["sparsity"] == pytest.approx(0.5, abs=1 / n)
+    assert got.summary["sparsity"] == pytest.approx(0.75, abs=1 / n)
+    # round 2 keeps round 1's zeros, and round 1 removed the dense run's smallest weights
+    for key, w in weights["r1"].items():
+        assert bool(((w == 0) <= (weights["r2"][key] == 0)).all())
+    dense_w = torch.cat([w.abs().flatten() for w in weights["dense"].values()])
+    pruned = torch.cat([(w == 0).flatten() for w in weights["r1"].values()])
+    assert dense_w[pruned].max() <= dense_w[~pruned].min()
+    assert runs.run(round2, root=tmp_path, progress=False).path == got.path, "cached"
+
+    # killed after an epoch, a pruned run resumes to the same model as an uninterrupted one
+    with killed_at_epoch(2):
+        train(round1, tmp_path / "killed", init=d.model().state_dict())
+    train(round1, tmp_path / "killed", init=d.model().state_dict())
+    pd.testing.assert_frame_equal(metrics(tmp_path / "killed"), metrics(r1.path), check_exact=True)
+
+
+def test_a_fine_tune_starts_from_the_weights_of_the_run_it_names(tmp_path):
+    dense = tiny(epochs=2)
+    train(dense, tmp_path / "dense")
+    start = kd_train.load_model(tmp_path / "dense").state_dict()
+    still = tiny(epochs=1, lr=1e-12, init_from=dense)  # a fine-tune too small to move the weights
+    train(still, tmp_path / "still", init=start)
+    tuned = kd_train.load_model(tmp_path / "still").state_dict()
+    weights = [k for k in start if k.endswith("weight")]
+    assert all(torch.allclose(tuned[k], start[k], atol=1e-9) for k in weights), "(BatchNorm's running stats move)"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"prune": {"amount": 0.5}}, "prune needs init_from"),
+    ({"init_from": "dense", "prune": {"amount": 1.5}}, "prune amount is the fraction"),
+    ({"init_from": "dense", "prune": {"amount": 0.5, "score": "gradient"}}, "unknown prune score 'gradient'"),
+    ({"init_from": "dense", "prune": {"amount": 0.5, "layer": "conv"}}, r"unknown prune setting\(s\) \['layer'\]"),
+    ({"init_from": "other", "prune": {"amount": 0.5}}, "init_from must be a plane2 run on digits"),
+])
+def test_bad_derived_run_settings_are_clear_errors(changes, message):
+    starts = {"dense": tiny(), "other": tiny(model="plane4")}
+    if "init_from" in changes:
+        changes = {**changes, "init_from": starts[changes["init_from"]]}
+    with pytest.raises(ValueError, match=message):
+        tiny(**changes).validate()
+    with pytest.raises(ValueError, match="needs init="):
+        fit(tiny(init_from=tiny()), "unused", device="cpu")

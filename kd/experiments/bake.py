@@ -9,10 +9,10 @@ on one network (`model`) and one schedule, without a teacher:
   `weight`, M);
 - claim 2: BAKE for each omega of `omegas` (at M) and each M of `same_class_sweep` (at omega)
   on the first `sweep_seeds` seeds; the default's run is shared;
-- the official batches (`official_seeds` seeds): BAKE and the same-class CE with batches of
-  `batch_size` anchors plus M same-class samples each, every image an anchor once per epoch,
-  as the official sampler draws them: 1 + M times the images per step and per epoch of the
-  runs above, which keep the images per epoch of plain CE.
+- the official sampler (`official_seeds` seeds): BAKE and the same-class CE whose epoch makes
+  every image an anchor once (`every_anchor`), batches of `batch_size` images as above (the
+  official train.py divides the batch size it is given by 1 + M to get the anchors per step):
+  1 + M times the steps and images per epoch of the runs above, which keep plain CE's.
 Claim 3 times training steps (`time_steps`); claim 4 looks inside one batch of the trained
 BAKE model (`batch_view`), for every seed (`affinity_by_seed`). Comparisons pair runs by seed
 (`by_seed`, `sweep_by_seed`: {seed: value}).
@@ -68,13 +68,12 @@ def _check_batch(P, sec: dict) -> None:
 def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     """{group: {row label: [TrainConfig per seed]}}; groups "main" (CE, CE same-class, label
     smoothing, BAKE), "omega" ('omega=w', at M = same_class), "M" ('M=m', at omega), "official"
-    (CE, CE same-class and BAKE with the official batches)."""
+    (CE, CE same-class and BAKE with the official sampler's epochs)."""
     _check_batch(P, sec)
     out: dict[str, dict[str, list[TrainConfig]]] = {"main": {}, "omega": {}, "M": {}, "official": {}}
     model, M = sec["model"], int(sec["same_class"])
     sweep_seeds = P.first_seeds(sec.get("sweep_seeds"))
     official_seeds = P.first_seeds(sec["official_seeds"]) if sec.get("official_seeds") else []
-    official_batch = (1 + M) * P.config(model, "ce", paper=PAPER).batch_size
 
     def add(group, row, cfg):
         out[group].setdefault(row, []).append(cfg)
@@ -88,12 +87,10 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
         add("main", "BAKE", P.config(model, "bake", seed=seed, method_args=bake_args(sec), paper=PAPER))
         if seed in official_seeds:
             add("official", "CE", ce)
-            add("official", "CE same-class, official batches",
-                P.config(model, "ce", seed=seed, method_args={"same_class": M, "every_anchor": True}, paper=PAPER,
-                         batch_size=official_batch))
-            add("official", "BAKE, official batches",
-                P.config(model, "bake", seed=seed, method_args={**bake_args(sec), "every_anchor": True}, paper=PAPER,
-                         batch_size=official_batch))
+            add("official", "CE same-class, official epochs",
+                P.config(model, "ce", seed=seed, method_args={"same_class": M, "every_anchor": True}, paper=PAPER))
+            add("official", "BAKE, official epochs",
+                P.config(model, "bake", seed=seed, method_args={**bake_args(sec), "every_anchor": True}, paper=PAPER))
         if seed not in sweep_seeds:
             continue
         for w in sec["omegas"]:

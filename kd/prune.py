@@ -1,0 +1,93 @@
+"""Pruning, for derived runs: a trained network's weights removed, then the network fine-tuned
+with the removed weights held at zero.
+
+    dense = TrainConfig(model="resnet20", epochs=30)
+    pruned = dense.replace(init_from=dense, prune={"amount": 0.5})     # half of the conv and linear weights
+    round2 = pruned.replace(init_from=pruned, prune={"amount": 0.2})   # iterative: 20% of what remains
+
+A run with `init_from` starts from that run's final weights (a fine-tune with its own schedule);
+with `prune` too, the weights are first pruned globally and unstructured: every prunable weight
+(the `layers` kind) ranked together by a score, and the `amount` fraction of the weights still
+non-zero with the lowest scores set to zero. Weights pruned in an earlier round stay pruned, so n
+rounds of 0.2 leave 0.8^n: Prune-then-distill's iterative pruning with learning-rate rewinding
+(Park & No, ECCV 2022: each round retrains with the full schedule from the previous round's
+weights). The score "magnitude" (|w|) is built in; a paper with its own (PrUE ranks weights by a
+gradient) adds it to SCORES.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+LAYERS = {"conv": (nn.Conv2d,), "linear": (nn.Linear,), "conv+linear": (nn.Conv2d, nn.Linear)}
+DEFAULTS = {"score": "magnitude", "layers": "conv+linear"}
+
+
+def magnitude(model: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """|w|: the smallest weights go first (global magnitude pruning)."""
+    return {name: w.detach().abs() for name, w in weights.items()}
+
+
+SCORES = {"magnitude": magnitude}
+
+
+def resolved(spec: dict) -> dict:
+    """The pruning settings with every default spelled out (part of a run's identity)."""
+    return {**DEFAULTS, **spec}
+
+
+def check(spec: dict) -> None:
+    """A clear error for bad pruning settings, before any work starts."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"prune must be a dict like {{'amount': 0.5}}, got {spec!r}")
+    unknown = set(spec) - {"amount", *DEFAULTS}
+    if unknown:
+        raise ValueError(f"unknown prune setting(s) {sorted(unknown)}; known: amount, {', '.join(DEFAULTS)}")
+    amount = spec.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount < 1:
+        raise ValueError(f"prune amount is the fraction of the remaining weights to remove, in (0, 1); got {amount!r}")
+    s = resolved(spec)
+    if s["score"] not in SCORES:
+        raise ValueError(f"unknown prune score {s['score']!r}; known: {', '.join(SCORES)}")
+    if s["layers"] not in LAYERS:
+        raise ValueError(f"unknown prune layers {s['layers']!r}; known: {', '.join(LAYERS)}")
+
+
+def prunable(model: nn.Module, layers: str = DEFAULTS["layers"]) -> dict[str, torch.Tensor]:
+    """The weight tensors pruning acts on (biases and BatchNorm are never pruned), by parameter name."""
+    kinds = LAYERS[layers]
+    return {f"{name}.weight": m.weight for name, m in model.named_modules() if isinstance(m, kinds)}
+
+
+def masks(model: nn.Module, spec: dict) -> dict[str, torch.Tensor]:
+    """Boolean keep-masks, by parameter name: the weights still non-zero, less the `amount`
+    fraction of them with the lowest scores (ranked globally; ties broken by position)."""
+    s = resolved(spec)
+    weights = prunable(model, s["layers"])
+    scores = SCORES[s["score"]](model, weights)
+    alive = torch.cat([(w.detach() != 0).flatten() for w in weights.values()])
+    flat = torch.cat([scores[name].flatten().float() for name in weights])
+    alive_idx = alive.nonzero().flatten()
+    n_remove = round(s["amount"] * len(alive_idx))
+    keep = alive.clone()
+    keep[alive_idx[torch.argsort(flat[alive_idx], stable=True)[:n_remove]]] = False
+    out, start = {}, 0
+    for name, w in weights.items():
+        out[name] = keep[start:start + w.numel()].view_as(w)
+        start += w.numel()
+    return out
+
+
+@torch.no_grad()
+def apply(model: nn.Module, keep: dict[str, torch.Tensor]) -> None:
+    """Zero the pruned weights (after pruning, and after every optimiser step while fine-tuning)."""
+    params = dict(model.named_parameters())
+    for name, mask in keep.items():
+        params[name].mul_(mask.to(params[name].dtype))
+
+
+def sparsity(model: nn.Module, layers: str = DEFAULTS["layers"]) -> float:
+    """The fraction of the prunable weights that are zero."""
+    weights = prunable(model, layers)
+    zeros = sum(int((w == 0).sum()) for w in weights.values())
+    return zeros / sum(w.numel() for w in weights.values())
