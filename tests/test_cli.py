@@ -79,6 +79,17 @@ def test_train_a_student_from_a_teacher_run(tmp_path, capsys):
     config = json.loads((tmp_path / "student" / "config.json").read_text())
     assert config["method_args"] == {"temperature": 2, "ce_weight": 0.1, "kd_weight": 0.9}, "defaults spelled out"
     assert config["teacher"]["model"] == "plane2"
+    # a derived run: the teacher's weights pruned by half, then fine-tuned
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", "--model", "plane2", "--init-run", str(tmp_path / "teacher"), "--prune", "0.5",
+                     *common, "--out", str(tmp_path / "pruned")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    final = json.loads((tmp_path / "pruned" / "final.json").read_text())
+    assert final["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    config = json.loads((tmp_path / "pruned" / "config.json").read_text())
+    assert config["prune"]["amount"] == 0.5 and config["init_from"]["model"] == "plane2"
 
 
 def test_unknown_model_exits_nonzero_with_a_clear_message(tmp_path):
@@ -97,6 +108,8 @@ def test_unknown_model_exits_nonzero_with_a_clear_message(tmp_path):
     (["--crop-pad", "-1"], "crop_pad=-1"),
     (["--method", "kd", "--method-args", '{"temperature": -1}'], "temperature must be positive, got -1"),
     (["--method", "kd", "--teacher-run", "/nonexistent"], "no finished run there"),
+    (["--prune", "0.5"], "--prune needs --init-run"),
+    (["--init-run", "/nonexistent"], "--init-run /nonexistent: no finished run there"),
     (["--model", "plane2", "--method", "kdd"], "unknown method 'kdd'; available:"),
     (["--schedule", "step"], "invalid choice: 'step'"),
     (["--dataset", "mnist"], "invalid choice: 'mnist'"),
