@@ -117,22 +117,18 @@ def _teacher(args) -> int:
 
 
 def _run_many(args) -> int:
-    import importlib
+    from kd.experiments import Study, configs
 
-    from kd.experiments import configs as plan_configs
-    from kd.params import Profile
-
-    P = Profile(args.profile)
-    if args.workers:
-        P.workers = args.workers
     known = studies()
     if args.paper not in known:
         raise ValueError(f"unknown paper {args.paper!r}; known: {', '.join(known)}")
-    module = importlib.import_module(f"kd.experiments.{args.paper}")
-    configs = plan_configs(module.plan(P, P.section(args.paper)))
-    print(f"{args.paper}: {len(configs)} trainings on profile {P.name}, {P.workers} at a time", flush=True)
-    P.teachers(module.teacher_names(P, P.section(args.paper)), progress=None)
-    P.run_all(configs, progress=None)
+    S = Study(args.paper, args.profile)
+    if args.workers:
+        S.P.workers = args.workers
+    todo = configs(S.plan())
+    print(f"{args.paper}: {len(todo)} trainings on profile {S.P.name}, {S.P.workers} at a time", flush=True)
+    S.P.teachers(S.teacher_names(), progress=None)
+    S.P.run_all(todo, progress=None)
     return 0
 
 

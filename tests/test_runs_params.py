@@ -14,6 +14,7 @@ import kd.data
 import kd.experiments
 import kd.methods
 import kd.models
+import kd.report
 import kd.train
 from kd import params as kd_params
 from kd import runs as kd_runs
@@ -541,3 +542,17 @@ def test_papermill_parameter_that_the_notebook_lacks_is_an_error(tmp_path, monke
         papermill.execute_notebook(str(tmp_path / "toy.ipynb"), str(tmp_path / "bad.ipynb"),
                                    parameters={"profile": "quick", "temprature": 2}, progress_bar=False,
                                    cwd=str(tmp_path))
+
+
+def test_a_study_binds_a_paper_to_a_profile_once(tmp_path, monkeypatch):
+    from kd.experiments import Study, configs
+
+    monkeypatch.setenv("KD_RESULTS", str(tmp_path / "results"))
+    S = Study("dkd", "quick", seeds="[0, 1]", beta=4.0)
+    assert S.P.seeds == [0, 1] and S.sec["beta"] == 4.0 and S.module is kd.experiments.dkd
+    assert S.paper == kd.report.paper_results("dkd")
+    assert configs(S.plan()) == configs(kd.experiments.dkd.plan(S.P, S.sec))
+    assert not (tmp_path / "results").exists(), "no results folder until the notebook reports (run-many writes none)"
+    assert S.rep.dir == tmp_path / "results" / "quick" / "dkd"
+    with pytest.raises(KeyError, match=r"unknown key\(s\) \['temprature'\] for 'dkd'"):
+        Study("dkd", "quick", temprature=2)

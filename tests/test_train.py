@@ -124,35 +124,22 @@ def test_same_seed_gives_bit_identical_metrics(reference, tmp_path):
 
 # ----------------------------------------------------------------------------- resume
 
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("method, method_args, kill_in_epoch, checkpoint_every", [
     ("ce", {}, 2, 1),             # killed in epoch 2: resumes from epoch 1's checkpoint
     ("ce", {}, 3, 2),             # checkpoint every 2 epochs: epoch 3 reruns from epoch 2
     ("pskd", {"alpha_T": 0.8}, 3, 1),   # method state (PS-KD's per-sample memory) is restored
     ("mixup", {"mixup_alpha": 1.0}, 2, 1),  # the method's own generator is restored
 ])
-def test_resume_after_a_kill_equals_an_uninterrupted_run(reference, tmp_path, monkeypatch, method, method_args,
+def test_resume_after_a_kill_equals_an_uninterrupted_run(reference, tmp_path, killed_at_epoch, method, method_args,
                                                          kill_in_epoch, checkpoint_every):
     ref = reference(method, **method_args)
     cfg = tiny(method=method, method_args=method_args)
-    original = kd_train._Logger.epoch
-
-    def kill(self, row):  # dies after training epoch `kill_in_epoch`, before its files are written
-        if row["epoch"] == kill_in_epoch:
-            raise Killed
-        original(self, row)
-
-    monkeypatch.setattr(kd_train._Logger, "epoch", kill)
-    with pytest.raises(Killed):
+    with killed_at_epoch(kill_in_epoch):  # dies after training that epoch, before its files are written
         train(cfg, tmp_path, checkpoint_every=checkpoint_every)
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     done = (kill_in_epoch - 1) // checkpoint_every * checkpoint_every
     assert saved["epoch"] == done and not (tmp_path / "final.json").exists()
     assert len(pd.read_csv(tmp_path / "metrics.csv")) == kill_in_epoch - 1
-    monkeypatch.setattr(kd_train._Logger, "epoch", original)
 
     train(cfg, tmp_path, checkpoint_every=checkpoint_every)
     pd.testing.assert_frame_equal(metrics(ref), metrics(tmp_path), check_exact=True)

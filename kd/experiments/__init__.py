@@ -2,19 +2,73 @@
 
 Each module defines `plan(P, sec)`, the notebook's trainings as TrainConfigs in nested dicts
 and lists (rows of a table, seeds, chains; a teacher's config nested in its student's), and
-`teacher_names(P, sec)`, the params.yaml teachers it uses. The two functions below do the rest
-for every paper: `configs(plan)` lists the distinct trainings (`python -m kd run-many --paper
-<paper>` trains them on a GPU machine without Jupyter) and `run_plan(P, plan)` returns the plan
-with the Runs in place, training what the cache lacks. Analysis helpers that a notebook needs
-beyond `kd.report` live in its module too.
+`teacher_names(P, sec)`, the params.yaml teachers it uses. The rest is shared by every paper:
+`Study` binds a paper to a profile once (what a notebook's first cell makes), `configs(plan)`
+lists the distinct trainings (`python -m kd run-many --paper <paper>` trains them on a GPU
+machine without Jupyter) and `run_plan(P, plan)` returns the plan with the Runs in place,
+training what the cache lacks. Analysis helpers that a notebook needs beyond `kd.report` live
+in its module too.
 """
 from __future__ import annotations
+
+import importlib
+from functools import cached_property
 
 import pandas as pd
 
 from kd import data as kd_data
 from kd import metrics as kd_metrics
 from kd.train import TrainConfig
+
+
+class Study:
+    """One notebook's paper bound to one profile, once:
+
+        S = Study("dkd", profile, seeds=seeds, beta=beta)   # the notebook's papermill parameters
+        P, sec, rep, paper, E = S.P, S.sec, S.rep, S.paper, S.module
+        R = S.run()                                          # the plan, each config now its Run
+
+    `P` is the profile (seeds overridden when not None), `sec` the paper's params.yaml section
+    for it with the parameters that are not None in place (an unknown name is an error naming the
+    known ones), `module` the paper's experiment module, `rep` its Report (made on first use, so
+    `run-many` writes no results), `paper` its numbers in data/paper_results.yaml ({} if none)."""
+
+    def __init__(self, name: str, profile: str = "quick", seeds=None, **parameters):
+        from kd.params import Profile
+
+        self.name = name
+        self.P = Profile(profile, seeds=seeds)
+        self.sec = self.P.section(name, **parameters)
+        self.module = importlib.import_module(f"kd.experiments.{name}")
+
+    @cached_property
+    def rep(self):
+        from kd.report import Report
+
+        return Report(self.name, self.P)
+
+    @cached_property
+    def paper(self) -> dict:
+        from kd.report import paper_results
+
+        return paper_results().get(self.name, {})
+
+    def plan(self):
+        """The notebook's trainings (its module's `plan`) for this profile and section."""
+        return self.module.plan(self.P, self.sec)
+
+    def teacher_names(self) -> list[str]:
+        return self.module.teacher_names(self.P, self.sec)
+
+    def teachers(self) -> dict:
+        """The params.yaml teachers the paper uses, trained like the teachers stage: {(name, seed): Run}."""
+        return self.P.teachers(self.teacher_names())
+
+    def run(self, plan=None):
+        """`plan` (default: the whole plan) with each configuration replaced by its Run: the
+        teachers first, then every training the cache lacks, `P.workers` at a time."""
+        self.teachers()
+        return run_plan(self.P, self.plan() if plan is None else plan)
 
 
 def _walk(node):
