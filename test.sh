@@ -10,4 +10,4 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 export KD_RUNS="$scratch/runs" KD_RESULTS="$scratch/results" MPLBACKEND=Agg
 say "running the tests (unit tests, then every notebook with nbval)"
-python -m pytest tests notebooks --nbval-lax --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider "$@"
+python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider "$@"

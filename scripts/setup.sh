@@ -35,6 +35,9 @@ else
     say "virtual environment .venv is up to date"
 fi
 
+# the notebook kernels log errors only (no "Kernel is running over TCP" warning per notebook)
+install -D -m 644 scripts/ipython_kernel_config.py .venv/etc/ipython/ipython_kernel_config.py
+
 say "checking Fashion-MNIST"
 FMNIST_SYSTEM=/usr/share/datasets/fashion-mnist
 if [ -f data/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -f "$FMNIST_SYSTEM/train-images-idx3-ubyte.gz" ]; then

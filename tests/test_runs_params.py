@@ -522,8 +522,9 @@ def test_invalid_params_yaml_names_the_file_and_line(tmp_path, monkeypatch):
     assert e.value.__cause__ is None and e.value.__suppress_context__  # no YAML traceback behind it
 
 
-def test_papermill_parameter_that_the_notebook_lacks_is_an_error(tmp_path, monkeypatch):
-    """`papermill -p temprature 2` names the notebook's parameters instead of being ignored."""
+def test_papermill_parameter_that_the_notebook_lacks_is_an_error(tmp_path, monkeypatch, capfd):
+    """`papermill -p temprature 2` names the notebook's parameters instead of being ignored; and
+    the kernel prints no warning (scripts/setup.sh installs scripts/ipython_kernel_config.py)."""
     import nbformat
     import papermill
 
@@ -537,6 +538,7 @@ def test_papermill_parameter_that_the_notebook_lacks_is_an_error(tmp_path, monke
     nbformat.write(nb, tmp_path / "toy.ipynb")
     papermill.execute_notebook(str(tmp_path / "toy.ipynb"), str(tmp_path / "ok.ipynb"),
                                parameters={"profile": "quick", "beta": 4}, progress_bar=False, cwd=str(tmp_path))
+    assert "without encryption" not in capfd.readouterr().err, "the kernel's TCP warning"
     with pytest.raises(papermill.PapermillExecutionError, match=r"papermill -p temprature: not a parameter of this "
                                                                   r"notebook; its parameters: beta, profile"):
         papermill.execute_notebook(str(tmp_path / "toy.ipynb"), str(tmp_path / "bad.ipynb"),
