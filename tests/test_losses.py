@@ -122,6 +122,27 @@ def test_zipf_dense_matches_official():
     assert_close(L.zipf_loss(S, Y, 1.0, dense_logits=DENSE), "zipf_dense_loss_p1")
 
 
+def test_sp_matches_repdistiller():
+    """RepDistiller's Similarity (SP, "verified by original author"): maps of different shapes,
+    and a smaller batch (the loss depends on B by construction)."""
+    assert_close(L.sp_loss(DENSE, FEAT), "sp_dense_vs_features")
+    assert_close(L.sp_loss(S, TEA), "sp_student_vs_teacher_logits")
+    assert_close(L.sp_loss(DENSE[:4], FEAT[:4]), "sp_dense_first4")
+
+
+def test_sp_properties():
+    """Zero for the same similarities (any positive scale of the activations: rows are
+    normalised), at most 4 (two unit rows differ by at most 2 in norm, B rows over B^2), and a
+    batch mismatch is a clear error."""
+    assert L.sp_loss(DENSE, 3.0 * DENSE).item() == pytest.approx(0.0, abs=1e-12)
+    assert 0 < L.sp_loss(DENSE, FEAT).item() <= 4.0 / DENSE.shape[0]
+    G = L.batch_similarity(DENSE)
+    torch.testing.assert_close(G.norm(dim=1), torch.ones(8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="same batch"):
+        L.sp_loss(DENSE, FEAT[:4])
+    _gradcheck(lambda s: L.sp_loss(s, FEAT[:4]), DENSE[:4, :2])
+
+
 @pytest.mark.parametrize("epoch", [0, 149, 299])
 def test_pskd_matches_official(epoch):
     alpha = L.pskd_alpha(epoch, 300, 0.8)

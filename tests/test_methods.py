@@ -40,6 +40,7 @@ VARIANTS = {
     "mixup": [{}],
     "mixup_kd": [{}, {"unmixed_fraction": 0.5}, {"unmixed_fraction": 0.9, "sampler": "official"},
                  {"std_scaling": False}, {"mixup": False}],
+    "sp": [{}, {"kd_weight": 0.9, "ce_weight": 0.1}],  # SP, SP + KD
 }
 
 
@@ -126,7 +127,7 @@ def test_method_trains_and_loss_goes_down(name, hp, digits, teacher):
 
 
 def test_method_flags():
-    teacher_methods = {"kd", "takd", "self_distillation", "dkd", "dist", "mixup_kd"}
+    teacher_methods = {"kd", "takd", "self_distillation", "dkd", "dist", "mixup_kd", "sp"}
     for name in kd.methods.available():
         method = kd.methods.create(name)
         assert method.needs_teacher == (name in teacher_methods), name
