@@ -17,7 +17,7 @@ import yaml
 from kd.params import ROOT
 from kd.report import VERDICTS
 
-PAPERS = ["testbed", "dkd", "dist", "takd", "pskd", "bake", "zipf_ls", "mixup_kd", "self_distillation"]
+PAPERS = ["testbed", "dkd", "dist", "takd", "pskd", "bake", "zipf_ls", "mixup_kd", "self_distillation", "sp"]
 SEEDS = [0, 1]
 
 
@@ -32,6 +32,7 @@ def full_on_cpu(tmp_path_factory):
     full["teacher_train"] = {"epochs": 1}
     sd = params["self_distillation"]
     sd["hessian_samples"]["full"], sd["power_iterations"]["full"], sd["perturbation_draws"]["full"] = 64, 5, 2
+    params["sp"]["batch_sizes"]["full"] = [64, 128]  # a training batch of at most the 200 images
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {"KD_PARAMS": str(tmp / "params.yaml"), "KD_RUNS": str(tmp / "runs"),
            "KD_RESULTS": str(tmp / "results"), "MPLBACKEND": "Agg"}
