@@ -290,6 +290,9 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     dist = _Distributed(device)
     # the data first: a missing dataset stops the run before anything is written
     ds = cfg.load_data(data_root)
+    if cfg.batch_size > len(ds.y_train):
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(ds.y_train)} training images: "
+                         "an epoch would have no full batch")
     run_dir = Path(run_dir)
     if resume:
         _check_folder_is_this_run(run_dir, cfg)

@@ -14,10 +14,11 @@ import json
 import pytest
 import yaml
 
+from kd.__main__ import studies
 from kd.params import ROOT
 from kd.report import VERDICTS
 
-PAPERS = ["testbed", "dkd", "dist", "takd", "pskd", "bake", "zipf_ls", "mixup_kd", "self_distillation", "sp"]
+PAPERS = studies()
 SEEDS = [0, 1]
 
 

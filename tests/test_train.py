@@ -638,3 +638,9 @@ def test_bad_derived_run_settings_are_clear_errors(changes, message):
         tiny(**changes).validate()
     with pytest.raises(ValueError, match="needs init="):
         fit(tiny(init_from=tiny()), "unused", device="cpu")
+
+
+def test_a_batch_larger_than_the_training_set_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="batch_size 400 is larger than the 300 training images"):
+        train(tiny(batch_size=400), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
