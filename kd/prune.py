@@ -78,12 +78,17 @@ def masks(model: nn.Module, spec: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-@torch.no_grad()
-def apply(model: nn.Module, keep: dict[str, torch.Tensor]) -> None:
-    """Zero the pruned weights (after pruning, and after every optimiser step while fine-tuning)."""
+def hold(model: nn.Module, keep: dict[str, torch.Tensor]) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """(weight, 0/1 mask in the weight's dtype) pairs, resolved once, for `apply` after every step."""
     params = dict(model.named_parameters())
-    for name, mask in keep.items():
-        params[name].mul_(mask.to(params[name].dtype))
+    return [(params[name], mask.to(params[name].dtype)) for name, mask in keep.items()]
+
+
+@torch.no_grad()
+def apply(held: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
+    """Zero the pruned weights (after pruning, and after every optimiser step while fine-tuning)."""
+    for weight, mask in held:
+        weight.mul_(mask)
 
 
 def sparsity(model: nn.Module, layers: str = DEFAULTS["layers"]) -> float:

@@ -330,14 +330,14 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
 
     torch.manual_seed(cfg.seed)
     model = kd_models.create(cfg.model, ds.num_classes, in_channels=ds.in_channels).to(device)
-    keep = None
     if init is not None:
         model.load_state_dict(init)
-        if cfg.prune is not None:
-            keep = kd_prune.masks(model, cfg.prune)
-            kd_prune.apply(model, keep)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    pruned = None  # (weight, mask) pairs held at zero where pruned
+    if cfg.prune is not None:
+        pruned = kd_prune.hold(model, kd_prune.masks(model, cfg.prune))
+        kd_prune.apply(pruned)
     if teacher is not None:
         t_classes = _out_features(teacher)
         if t_classes != ds.num_classes:
@@ -395,8 +395,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss, terms = train_step(method, train_model, teacher, batch, optimizer, autocast)
-            if keep is not None:
-                kd_prune.apply(model, keep)
+            if pruned is not None:
+                kd_prune.apply(pruned)
             guard.record(loss, terms, epoch, step)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v.detach().float()

@@ -71,6 +71,16 @@ class Study:
         return run_plan(self.P, self.plan() if plan is None else plan)
 
 
+def pair_label(pair: dict) -> str:
+    """A params.yaml teacher -> student pair as "teacher->student"."""
+    return f"{pair['teacher']}->{pair['student']}"
+
+
+def paper_pair(pair: dict) -> str:
+    """The paper's CIFAR-100 pair a params.yaml pair stands in for (its `paper_pair`, else itself)."""
+    return pair.get("paper_pair", pair_label(pair))
+
+
 def _walk(node):
     if isinstance(node, TrainConfig):
         yield node

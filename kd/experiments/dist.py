@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from kd.experiments import pair_label as label, paper_pair  # noqa: F401  (E.label, E.paper_pair in the notebook)
 from kd.train import TrainConfig
 
 # The keys of params.yaml's dist section; any other key there or in a notebook's overrides is an error
@@ -23,15 +24,6 @@ SECTION_KEYS = (
     "margin", "temperature", "beta", "gamma", "ce_weight", "kd_weight", "student",
     "stronger_teachers", "pairs",
 )
-
-
-def label(pair: dict) -> str:
-    return f"{pair['teacher']}->{pair['student']}"
-
-
-def paper_pair(pair: dict) -> str:
-    """The CIFAR-100 pair of the paper this pair stands in for (`paper_pair`, else itself)."""
-    return pair.get("paper_pair", label(pair))
 
 
 def kd_args(sec: dict) -> dict:

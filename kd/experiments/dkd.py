@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from kd import data as kd_data
 from kd import losses
 from kd.metrics import predict
+from kd.experiments import pair_label as label, paper_pair  # noqa: F401  (E.label, E.paper_pair in the notebook)
 from kd.train import TrainConfig
 
 # The keys of params.yaml's dkd section; any other key there or in a notebook's overrides is an error
@@ -32,15 +33,6 @@ SECTION_KEYS = (
 
 
 # ---------------------------------------------------------------- the design
-
-def label(pair: dict) -> str:
-    return f"{pair['teacher']}->{pair['student']}"
-
-
-def paper_pair(pair: dict) -> str:
-    """The CIFAR-100 pair of the paper this pair stands in for (`paper_pair`, else itself)."""
-    return pair.get("paper_pair", label(pair))
-
 
 def pair_beta(sec: dict, pair: dict) -> float:
     """`beta` of the section when set (a papermill / `dvc exp run -S dkd.beta=..` override),

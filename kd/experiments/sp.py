@@ -16,14 +16,13 @@ and `kd.losses.sp_loss` averaged over the batches.
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pandas as pd
 import torch
 
 from kd import data as kd_data
 from kd import losses
+from kd.experiments import pair_label as label, paper_pair  # noqa: F401  (E.label, E.paper_pair in the notebook)
 from kd.train import TrainConfig
 
 # The keys of params.yaml's sp section; any other key there or in a notebook's overrides is an error
@@ -35,15 +34,6 @@ METHODS = ("CE", "KD", "SP", "SP + KD")
 
 
 # ---------------------------------------------------------------- the design
-
-def label(pair: dict) -> str:
-    return f"{pair['teacher']}->{pair['student']}"
-
-
-def paper_pair(pair: dict) -> str:
-    """The CIFAR-100 pair of RepDistiller's table this pair stands in for (`paper_pair`, else itself)."""
-    return pair.get("paper_pair", label(pair))
-
 
 def kd_args(sec: dict) -> dict:
     """The KD baseline: ce_weight CE + kd_weight T^2 KL (0.1 / 0.9, T 4: RepDistiller's -r 0.1 -a 0.9)."""
@@ -126,30 +116,27 @@ def sp_by_batch(student_maps: torch.Tensor, teacher_maps: torch.Tensor, sizes) -
     return out
 
 
-def _data_key(ds: kd_data.Dataset) -> str:
-    return hashlib.sha1(ds.x_eval.numpy().tobytes()).hexdigest()
-
-
 def similarity_frame(P, sec: dict, main: dict[str, list]) -> pd.DataFrame:
     """One row per (method, seed, B): mean L_SP(student, teacher) on the evaluation split in
     batches of B, for every student of the main rows and every B of `measure_batches` and
-    `similarity_batch`. The teacher's maps are computed once per evaluation split."""
+    `similarity_batch`. The data and the teacher's maps are computed once per teacher and data
+    subset (one for every seed on a profile with `teacher_seed` and `data_seed`)."""
     sizes = sorted({int(b) for b in sec["measure_batches"]} | {int(sec["similarity_batch"])})
     pair = sec["pair"]
-    teacher_maps: dict[tuple, torch.Tensor] = {}
+    shared: dict[tuple, tuple] = {}  # (teacher run, data seed) -> (dataset, teacher's maps)
     rows = []
     for method, runs in main.items():
         for run in runs:
             cfg = run.config
-            ds = cfg.load_data()
             teacher = P.teacher(pair["teacher"], cfg.seed)
-            key = (str(teacher.path), _data_key(ds))
-            if key not in teacher_maps:
-                teacher_maps[key] = last_maps(teacher.model(), ds, P.device)
+            key = (teacher.path, cfg.seed if cfg.data_seed is None else cfg.data_seed)  # as TrainConfig.load_data
+            if key not in shared:
+                ds = cfg.load_data()
+                shared[key] = ds, last_maps(teacher.model(), ds, P.device)
+            ds, teacher_maps = shared[key]
             s_maps = last_maps(run.model(), ds, P.device)
-            for b, v in sp_by_batch(s_maps, teacher_maps[key], sizes).items():
+            for b, v in sp_by_batch(s_maps, teacher_maps, sizes).items():
                 rows.append({"method": method, "seed": cfg.seed, "B": b, "L_SP": v})
-            del s_maps
     return pd.DataFrame(rows)
 
 
