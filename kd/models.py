@@ -204,11 +204,23 @@ VGG_CONFIGS = {  # conv widths per stage; max-pool between stages 0/1, 1/2, 2/3 
 }
 
 
-def vgg(num_classes, in_channels, config):
+def _override_widths(stage_widths, widths):
+    """The per-stage conv widths with the convolutions' widths replaced, in order, by `widths`
+    (None: unchanged); a student shaped from a pruned teacher (kd.prune.shaped_widths)."""
+    if widths is None:
+        return stage_widths
+    n = sum(len(s) for s in stage_widths)
+    if len(widths) != n or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"widths must be {n} positive integers, one per convolution in order, got {widths!r}")
+    it = iter(widths)
+    return [[next(it) for _ in s] for s in stage_widths]
+
+
+def vgg(num_classes, in_channels, config, widths=None):
     stages, cin = [], in_channels
-    for i, widths in enumerate(VGG_CONFIGS[config]):
+    for i, stage_widths in enumerate(_override_widths(VGG_CONFIGS[config], widths)):
         layers = [nn.MaxPool2d(2)] if 1 <= i <= 3 else []
-        for w in widths:
+        for w in stage_widths:
             layers.append(conv_bn(cin, w, 3, bias=True))
             cin = w
         stages.append(nn.Sequential(*layers))
@@ -269,7 +281,7 @@ PLANE_BOOKS = {  # TAKD plain_cnn_cifar.py; the final FC{num_classes} layer is i
 }
 
 
-def plane(num_classes, in_channels, depth):
+def plane(num_classes, in_channels, depth, widths=None):
     """TAKD plain CNN: conv-BN-ReLU stages split by 2x2 max-pools, flatten, FC(-ReLU) layers.
 
     The CIFAR-10 book is used for num_classes <= 10, the CIFAR-100 book otherwise. The pooling before the
@@ -278,12 +290,13 @@ def plane(num_classes, in_channels, depth):
     """
     tokens = PLANE_BOOKS[10 if num_classes <= 10 else 100][depth].split()
     groups = " ".join(t for t in tokens if not t.startswith("FC")).split("MaxPool")
+    stage_widths = _override_widths([[int(t[4:]) for t in g.split()] for g in groups if g.strip()], widths)
     stages, cin = [], in_channels
-    for i, group in enumerate(g for g in groups if g.strip()):
+    for i, group in enumerate(stage_widths):
         layers = [nn.MaxPool2d(2)] if i > 0 else []
-        for t in group.split():
-            layers.append(conv_bn(cin, int(t[4:]), 3, bias=True))
-            cin = int(t[4:])
+        for w in group:
+            layers.append(conv_bn(cin, w, 3, bias=True))
+            cin = w
         stages.append(nn.Sequential(*layers))
     size = 32 >> (len(groups) - 1)  # spatial size at the flatten for a 32x32 input
     hidden, fin = [], cin * size * size
@@ -336,12 +349,21 @@ def available():
     return sorted(_MODELS)
 
 
-def create(name, num_classes, in_channels=3):
-    """Build model `name` for inputs with `in_channels` channels (32x32 CIFAR or 28x28 grayscale)."""
+def shapeable(name) -> bool:
+    """Whether `name` takes per-convolution `widths` (the plain networks: VGG and TAKD's plane CNNs)."""
+    return getattr(_MODELS.get(name), "func", None) in (vgg, plane)
+
+
+def create(name, num_classes, in_channels=3, widths=None):
+    """Build model `name` for inputs with `in_channels` channels (32x32 CIFAR or 28x28 grayscale);
+    `widths`: the plain networks' convolution widths in order, replacing the architecture's own."""
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available models: {', '.join(available())}")
+    if widths is not None and not shapeable(name):
+        raise ValueError(f"{name!r} takes no widths; only the plain networks do "
+                         f"({', '.join(n for n in available() if shapeable(n))})")
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be an integer >= 1, got {in_channels!r}")
-    return _MODELS[name](num_classes, in_channels)
+    return _MODELS[name](num_classes, in_channels, **({} if widths is None else {"widths": list(widths)}))

@@ -13,6 +13,9 @@ rounds of 0.2 leave 0.8^n: Prune-then-distill's iterative pruning with learning-
 (Park & No, ECCV 2022: each round retrains with the full schedule from the previous round's
 weights). The score "magnitude" (|w|) is built in; a paper with its own (PrUE ranks weights by a
 gradient) adds it to SCORES.
+
+A run with `shape_from` (a pruned run of the same plain network) is a student whose convolution
+widths come from that run's surviving weights (`shaped_widths`): Prune-then-distill's student.
 """
 from __future__ import annotations
 
@@ -96,3 +99,20 @@ def sparsity(model: nn.Module, layers: str = DEFAULTS["layers"]) -> float:
     weights = prunable(model, layers)
     zeros = sum(int((w == 0).sum()) for w in weights.values())
     return zeros / sum(w.numel() for w in weights.values())
+
+
+def shaped_widths(model: nn.Module) -> list[int]:
+    """The convolution widths of a student shaped from a pruned plain network (Park & No, ECCV 2022,
+    docs/papers.md): each convolution keeps as many weights as the pruned one has non-zero,
+    c'_l = round(nonzero_l / (k_l^2 c'_{l-1})) (at least 1), c'_0 the input channels. The official
+    plan builder divides by 3 c'_{l-1} instead of 9 c'_{l-1} after the first layer; this is the rule
+    as the paper states it."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs or any(c.groups != 1 for c in convs):
+        raise ValueError("shaped_widths needs a plain network of ungrouped convolutions (VGG, plane)")
+    widths, cin = [], convs[0].in_channels
+    for conv in convs:
+        kernel = conv.kernel_size[0] * conv.kernel_size[1]
+        widths.append(max(1, round(int((conv.weight != 0).sum()) / (kernel * cin))))
+        cin = widths[-1]
+    return widths

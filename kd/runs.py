@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from kd import prune as kd_prune
 from kd.train import TrainConfig, fit, load_model, sha256
 
 
@@ -128,10 +129,15 @@ def run(cfg: TrainConfig, *, root: str | os.PathLike | None = None, device=None,
     if cfg.init_from is not None:  # a derived run starts from another run's final weights
         init = run(cfg.init_from, root=root, device=device, progress=progress, lookup=lookup,
                    **fit_options).model(device or "cpu").state_dict()
+    widths = None
+    if cfg.shape_from is not None:  # a student shaped from a pruned run's surviving weights
+        widths = kd_prune.shaped_widths(run(cfg.shape_from, root=root, device=device, progress=progress,
+                                            lookup=lookup, **fit_options).model("cpu"))
     with _locked(run_dir(cfg, root)):
         done = find(cfg, [root, *lookup])  # another process may have finished it meanwhile
         if done is None:
-            fit(cfg, run_dir(cfg, root), teacher=teacher, init=init, device=device, progress=progress, **fit_options)
+            fit(cfg, run_dir(cfg, root), teacher=teacher, init=init, widths=widths, device=device, progress=progress,
+                **fit_options)
             done = Run(run_dir(cfg, root))
     return done
 

@@ -83,9 +83,12 @@ class TrainConfig:
     # configuration's schedule), pruned first when `prune` is given, e.g. {"amount": 0.5}
     init_from: "TrainConfig | None" = None
     prune: dict | None = None
+    # a student shaped from a pruned run of the same plain network: its convolution widths keep
+    # as many weights as that run's convolutions have non-zero (kd.prune.shaped_widths)
+    shape_from: "TrainConfig | None" = None
 
     # settings added after runs were stored: left out of the identity while unset, so those runs keep theirs
-    LATER_FIELDS = ("stop_epoch", "init_from", "prune")
+    LATER_FIELDS = ("stop_epoch", "init_from", "prune", "shape_from")
 
     def __post_init__(self):
         if isinstance(self.teacher, dict):
@@ -94,6 +97,8 @@ class TrainConfig:
             self.teacher = [TrainConfig.from_dict(t) if isinstance(t, dict) else t for t in self.teacher]
         if isinstance(self.init_from, dict):
             self.init_from = TrainConfig.from_dict(self.init_from)
+        if isinstance(self.shape_from, dict):
+            self.shape_from = TrainConfig.from_dict(self.shape_from)
 
     @property
     def teachers(self) -> list["TrainConfig"]:
@@ -104,8 +109,8 @@ class TrainConfig:
 
     @property
     def dependencies(self) -> list["TrainConfig"]:
-        """The runs this one needs finished first: its teachers and the run it starts from."""
-        return self.teachers + ([self.init_from] if self.init_from is not None else [])
+        """The runs this one needs finished first: its teachers, and the runs it starts from or is shaped from."""
+        return self.teachers + [c for c in (self.init_from, self.shape_from) if c is not None]
 
     def _map_teacher(self, fn):
         if isinstance(self.teacher, list):
@@ -124,6 +129,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["teacher"] = self._map_teacher(lambda t: t.to_dict())
         d["init_from"] = self.init_from.to_dict() if self.init_from is not None else None
+        d["shape_from"] = self.shape_from.to_dict() if self.shape_from is not None else None
         for name in self.LATER_FIELDS:
             if d[name] is None:
                 del d[name]
@@ -135,6 +141,7 @@ class TrainConfig:
         return dataclasses.replace(self, method_args=kd_methods.resolved_args(self.method, self.method_args),
                                    teacher=self._map_teacher(lambda t: t.resolved()),
                                    init_from=self.init_from.resolved() if self.init_from is not None else None,
+                                   shape_from=self.shape_from.resolved() if self.shape_from is not None else None,
                                    prune=kd_prune.resolved(self.prune) if self.prune is not None else None)
 
     def identity(self) -> dict:
@@ -146,6 +153,8 @@ class TrainConfig:
         d["teacher"] = self._map_teacher(lambda t: t.identity())
         if self.init_from is not None:
             d["init_from"] = self.init_from.identity()
+        if self.shape_from is not None:
+            d["shape_from"] = self.shape_from.identity()
         return d
 
     def load_data(self, root=None) -> "kd_data.Dataset":
@@ -182,6 +191,13 @@ class TrainConfig:
                 raise ValueError(f"init_from must be a {self.model} run on {self.dataset} (the weights are loaded "
                                  f"as they are), got {self.init_from.model} on {self.init_from.dataset}")
             self.init_from.validate()
+        if self.shape_from is not None:
+            if not kd_models.shapeable(self.model):
+                raise ValueError(f"shape_from needs a plain network for the student (VGG, plane), got {self.model!r}")
+            if (self.shape_from.model, self.shape_from.dataset) != (self.model, self.dataset):
+                raise ValueError(f"shape_from must be a {self.model} run on {self.dataset} (its convolutions give "
+                                 f"the student's widths), got {self.shape_from.model} on {self.shape_from.dataset}")
+            self.shape_from.validate()
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError(f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got lr={self.lr}, "
                              f"weight_decay={self.weight_decay}, momentum={self.momentum}")
@@ -256,13 +272,15 @@ def load_model(run_dir: str | os.PathLike, device="cpu") -> torch.nn.Module:
     run_dir = Path(run_dir)
     cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     facts = kd_data.info(cfg.dataset)
-    model = kd_models.create(cfg.model, facts.num_classes, in_channels=facts.channels)
+    widths = json.loads((run_dir / "final.json").read_text())["widths"] if cfg.shape_from is not None else None
+    model = kd_models.create(cfg.model, facts.num_classes, in_channels=facts.channels, widths=widths)
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
     return model.to(device).eval()
 
 
 def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Module | list | None = None,
-        init: dict | None = None, device=None, resume: bool = True, checkpoint_every: int = 1, eval_every: int = 1,
+        init: dict | None = None, widths: list[int] | None = None, device=None, resume: bool = True,
+        checkpoint_every: int = 1, eval_every: int = 1,
         evaluations: int | None = None,
         compile: bool = False, progress: bool | None = None, data_root=None) -> dict:
     """Train `cfg` into `run_dir` and return the final summary (also written to final.json).
@@ -271,7 +289,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     resume), model.pt and eval_logits.pt (the final model and its eval-split logits),
     final.json (last-epoch metrics, best-epoch top-1, timings). A derived run (`cfg.init_from`)
     starts from `init`, the state dict of that run's final model, pruned if `cfg.prune` says
-    (kd.prune; the pruned weights stay zero). Evaluation runs every `eval_every`
+    (kd.prune; the pruned weights stay zero). A shaped student (`cfg.shape_from`) is built with
+    `widths`, its convolution widths from that run (kd.prune.shaped_widths). Evaluation runs every `eval_every`
     epochs, or `evaluations` times over the run when that is given, and at the last epoch. The reported accuracy is
     the LAST epoch's (`top1`); `best_top1` and `best_epoch` are kept as secondary columns.
     """
@@ -284,6 +303,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         raise ValueError(f"method {cfg.method!r} needs a trained teacher model (pass teacher=...)")
     if (init is None) != (cfg.init_from is None):
         raise ValueError("a run with init_from needs init=, the state dict of that run's model (and only it)")
+    if (widths is None) != (cfg.shape_from is None):
+        raise ValueError("a run with shape_from needs widths=, the convolution widths shaped from that run (only it)")
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cuda" and not torch.cuda.is_available():  # before any file is written
         raise RuntimeError(f"device {device} asked for, but no GPU is visible (torch.cuda.is_available() is False)")
@@ -329,7 +350,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                                  train=False, device=device, channels_last=channels_last)
 
     torch.manual_seed(cfg.seed)
-    model = kd_models.create(cfg.model, ds.num_classes, in_channels=ds.in_channels).to(device)
+    model = kd_models.create(cfg.model, ds.num_classes, in_channels=ds.in_channels, widths=widths).to(device)
     if init is not None:
         model.load_state_dict(init)
     if channels_last:
@@ -441,6 +462,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                     "versions": cfg.identity()["versions"], "provenance": provenance(device)})
     if cfg.prune is not None:
         summary["sparsity"] = kd_prune.sparsity(model, kd_prune.resolved(cfg.prune)["layers"])
+    if widths is not None:
+        summary["widths"] = list(widths)
     if dist.main:
         atomic_save(model.state_dict(), run_dir / "model.pt")
         atomic_save({"logits": logits.cpu(), "targets": targets.cpu()}, run_dir / "eval_logits.pt")

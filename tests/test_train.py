@@ -623,6 +623,48 @@ def test_a_fine_tune_starts_from_the_weights_of_the_run_it_names(tmp_path):
     assert all(torch.allclose(tuned[k], start[k], atol=1e-9) for k in weights), "(BatchNorm's running stats move)"
 
 
+def test_a_shaped_student_keeps_the_pruned_runs_surviving_weights_per_layer(tmp_path):
+    """shape_from (Park & No 2022): the student's convolution widths are c'_l = nonzero_l /
+    (k^2 c'_{l-1}), so each of its convolutions has about as many weights as the pruned run's has
+    left; a cached derived run, trained after the pruned run, whose model loads with its widths."""
+    from kd import models, prune, runs
+
+    dense = tiny(model="plane4", epochs=1)
+    pruned = dense.replace(init_from=dense, prune={"amount": 0.6})
+    shaped = tiny(model="plane4", epochs=1, shape_from=pruned)
+    assert "shape_from" not in dense.identity(), "old runs keep their names"
+    assert shaped.hash() != tiny(model="plane4", epochs=1).hash()
+    assert shaped.hash() != shaped.replace(shape_from=pruned.replace(prune={"amount": 0.5})).hash()
+    assert TrainConfig.from_dict(json.loads(json.dumps(shaped.to_dict()))).hash() == shaped.hash()
+    assert [len(level) for level in runs.dependency_levels([shaped])] == [1, 1, 1]
+
+    got = runs.run_many([shaped], root=tmp_path, progress=False)[0]
+    source = runs.find(pruned, [tmp_path]).model()
+    convs = [m for m in source.modules() if isinstance(m, torch.nn.Conv2d)]
+    widths, cin = [], 1  # digits: one input channel
+    for conv in convs:
+        widths.append(max(1, round(int((conv.weight != 0).sum()) / (9 * cin))))
+        cin = widths[-1]
+    assert prune.shaped_widths(source) == widths == got.summary["widths"]
+    assert widths != [c.out_channels for c in convs], "pruning 60% narrows the student"
+    student = [m for m in got.model().modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in student] == widths
+    for mine, theirs in zip(student, convs):
+        assert abs(mine.weight.numel() - int((theirs.weight != 0).sum())) <= 0.5 * 9 * mine.in_channels + 9
+    assert runs.run(shaped, root=tmp_path, progress=False).path == got.path, "cached"
+
+    with pytest.raises(ValueError, match="widths must be 4 positive integers"):
+        models.create("plane4", 10, 1, widths=[8, 8, 8])
+    with pytest.raises(ValueError, match="'resnet8' takes no widths"):
+        models.create("resnet8", 10, 1, widths=[8])
+    with pytest.raises(ValueError, match="shape_from needs a plain network"):
+        tiny(model="resnet8", shape_from=pruned).validate()
+    with pytest.raises(ValueError, match="shape_from must be a plane2 run on digits"):
+        tiny(shape_from=pruned).validate()
+    with pytest.raises(ValueError, match="needs widths="):
+        fit(shaped, tmp_path / "unused", device="cpu")
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"prune": {"amount": 0.5}}, "prune needs init_from"),
     ({"init_from": "dense", "prune": {"amount": 1.5}}, "prune amount is the fraction"),
