@@ -558,3 +558,36 @@ def test_a_study_binds_a_paper_to_a_profile_once(tmp_path, monkeypatch):
     assert S.rep.dir == tmp_path / "results" / "quick" / "dkd"
     with pytest.raises(KeyError, match=r"unknown key\(s\) \['temprature'\] for 'dkd'"):
         Study("dkd", "quick", temprature=2)
+
+
+def test_prune_distill_plans_a_pruning_chain_its_control_and_a_shaped_student():
+    """Prune-then-distill (kd/experiments/prune_distill.py) on cpu: round n starts from round n - 1
+    and removes 20% of what remains (sparsity 1 - 0.8^n) with the teacher's settings for 65% of its
+    epochs; the control retrains as often without pruning; the shaped students come from round
+    `shape_round` and are distilled from the dense teacher and from that round."""
+    P = Profile("cpu", params=PARAMS, check_device=False)
+    sec = P.section("prune_distill")
+    E = importlib.import_module("kd.experiments.prune_distill")
+    plan = E.plan(P, sec)
+    dense = P.teacher_config(sec["teacher"])
+    chain = [plan["teachers"][f"round {n}"][0] for n in range(max(sec["rounds"]) + 1)]
+    assert chain[0].hash() == dense.hash()
+    for n in range(1, len(chain)):
+        assert chain[n].init_from.hash() == chain[n - 1].hash() and chain[n].prune == {"amount": 0.2}
+        assert chain[n].epochs == round(0.65 * dense.epochs) and chain[n].lr == dense.lr
+    assert [round(100 * E.sparsity_of_round(sec, n)) for n in sec["rounds"]] == [36, 59, 79]
+    control = plan["teachers"]["retrained 7"][0]
+    assert E.total_epochs(control) == E.total_epochs(chain[7]) == dense.epochs + 7 * chain[1].epochs
+    c = control
+    while c.init_from is not None:
+        assert c.prune is None
+        c = c.init_from
+    assert c.hash() == dense.hash()
+    k = sec["shape_round"]
+    for row, teacher in zip(plan["shaped"].values(), (None, dense, chain[k])):
+        for cfg in row:
+            assert cfg.shape_from.hash() == chain[k].hash() and cfg.model == dense.model
+            assert (cfg.teacher.hash() if cfg.teacher else None) == (teacher.hash() if teacher else None)
+    ce = plan["main"]["CE"]
+    assert [c.seed for c in ce] == P.seeds and all(c.teacher is None for c in ce)
+    assert len({c.hash() for row in plan["main"].values() for c in row}) == len(plan["main"]) * len(P.seeds)

@@ -9,7 +9,9 @@ Every training the notebook needs (params.yaml section `prune_distill`, resolved
   `retrain_fraction` of the teacher's epochs; round n keeps 0.8^n of the weights (`rounds`: the
   rounds whose teachers distil, e.g. 2, 4, 7 for 36%, 59%, 79% sparsity);
 - main, every seed, the fixed student `student`: alone (CE), distilled from the dense teacher and
-  from each pruned round (KD with the official alpha and T: `kd`);
+  from each pruned round (KD with the official alpha and T: `kd`), and, as a control for the extra
+  training the rounds give, from the dense teacher retrained as many times as the last round
+  without pruning anything;
 - shaped, every seed: the teacher's own plain architecture with its convolution widths shaped from
   round `shape_round` (kd.prune.shaped_widths), alone (CE), distilled from the dense teacher and
   from that pruned round; at the teacher's training settings (`shaped_train`).
@@ -44,23 +46,29 @@ def round_label(sec: dict, n: int) -> str:
     return "dense" if n == 0 else f"pruned {100 * sparsity_of_round(sec, n):.0f}%"
 
 
-def pruned_teacher(P, sec: dict, n: int, seed: int) -> TrainConfig:
+def pruned_teacher(P, sec: dict, n: int, seed: int, prune: bool = True) -> TrainConfig:
     """Round n of the teacher's pruning chain for the student of `seed` (round 0: the dense teacher):
     round k starts from round k - 1, prunes `amount` of its remaining weights and retrains with the
-    teacher's settings for `retrain_fraction` of its epochs (learning-rate rewinding)."""
+    teacher's settings for `retrain_fraction` of its epochs (learning-rate rewinding). With
+    prune=False the same retraining without pruning (the control for the extra training)."""
     dense = P.teacher_config(sec["teacher"], seed)
     epochs = max(1, int(round(float(sec["retrain_fraction"]) * dense.epochs)))
+    step = {"prune": {"amount": float(sec["amount"])}} if prune else {}
     cfg = dense
     for _ in range(n):
-        cfg = dense.replace(init_from=cfg, prune={"amount": float(sec["amount"])}, epochs=epochs)
+        cfg = dense.replace(init_from=cfg, epochs=epochs, **step)
     return cfg
+
+
+def retrained_label(n: int) -> str:
+    return f"KD, dense teacher retrained {n}x"
 
 
 def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     """{group: {row label: [TrainConfig per seed]}}: "teachers" (the dense teacher and every round of
-    the chain up to the last one used), "main" (CE, KD from the dense teacher, KD from each pruned
-    round of `rounds`) and "shaped" (the shaped student: CE, KD from the dense teacher, KD from the
-    round it is shaped from)."""
+    the chain up to the last one used, and the last round's unpruned control), "main" (CE, KD from the
+    dense teacher, KD from each pruned round of `rounds`, KD from the retrained control) and "shaped"
+    (the shaped student: CE, KD from the dense teacher, KD from the round it is shaped from)."""
     rounds = [int(n) for n in sec["rounds"]]
     k = int(sec["shape_round"])
     last = max(rounds + [k])
@@ -69,11 +77,15 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
         chain = [pruned_teacher(P, sec, n, seed) for n in range(last + 1)]
         for n, t in enumerate(chain):
             out["teachers"].setdefault(f"round {n}", []).append(t)
+        retrained = pruned_teacher(P, sec, max(rounds), seed, prune=False)
+        out["teachers"].setdefault(f"retrained {max(rounds)}", []).append(retrained)
         student = sec["student"]
         out["main"].setdefault("CE", []).append(P.config(student, "ce", seed=seed, paper="prune_distill"))
         for n in [0, *rounds]:
             out["main"].setdefault(f"KD, {round_label(sec, n)} teacher", []).append(
                 P.config(student, "kd", seed=seed, method_args=kd_args(sec), teacher=chain[n], paper="prune_distill"))
+        out["main"].setdefault(retrained_label(max(rounds)), []).append(
+            P.config(student, "kd", seed=seed, method_args=kd_args(sec), teacher=retrained, paper="prune_distill"))
         shaped = {"paper": "prune_distill", "shape_from": chain[k], **(sec.get("shaped_train") or {})}
         model = chain[0].model
         out["shaped"].setdefault("shaped CE", []).append(P.config(model, "ce", seed=seed, **shaped))
@@ -96,8 +108,9 @@ def main_rows(sec: dict) -> tuple[str, str, list[str]]:
 # ---------------------------------------------------------------- analysis
 
 def teacher_frame(teachers: dict[str, list], temperature: float) -> pd.DataFrame:
-    """One row per (round, teacher seed): sparsity (measured on the model), test top-1, ECE, and the
-    mean entropy of its test predictions at `temperature` (what a KD student sees)."""
+    """One row per (teacher, teacher seed), in the plan's order (rounds, then the retrained control):
+    sparsity (measured on the model), test top-1, ECE, the mean entropy of its test predictions at
+    `temperature` (what a KD student sees), and its epochs of training, the rounds before it included."""
     rows, seen = [], set()
     for name, runs in teachers.items():
         for r in runs:
@@ -107,11 +120,16 @@ def teacher_frame(teachers: dict[str, list], temperature: float) -> pd.DataFrame
             logits, _ = r.eval_logits()
             p = (logits.float() / temperature).softmax(1)
             entropy = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
-            rows.append({"round": int(name.split()[1]), "seed": r.config.seed,
+            rows.append({"teacher": name, "seed": r.config.seed,
                          "sparsity (%)": 100 * kd_prune.sparsity(r.model()), "top-1": r.summary["top1"],
                          "ECE": r.summary.get("ece"), f"entropy at T={temperature:g}": entropy,
-                         "epochs": r.config.epochs, "train time (s)": r.summary["train_time_s"]})
-    return pd.DataFrame(rows).sort_values(["seed", "round"]).reset_index(drop=True)
+                         "epochs in all": total_epochs(r.config), "train time (s)": r.summary["train_time_s"]})
+    return pd.DataFrame(rows).sort_values("seed", kind="stable").reset_index(drop=True)
+
+
+def total_epochs(cfg: TrainConfig) -> int:
+    """A run's epochs plus those of the runs it started from (init_from, recursively)."""
+    return cfg.epochs + (total_epochs(cfg.init_from) if cfg.init_from is not None else 0)
 
 
 def layer_frame(run) -> pd.DataFrame:
