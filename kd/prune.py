@@ -11,8 +11,8 @@ with `prune` too, the weights are first pruned globally and unstructured: every 
 non-zero with the lowest scores set to zero. Weights pruned in an earlier round stay pruned, so n
 rounds of 0.2 leave 0.8^n: Prune-then-distill's iterative pruning with learning-rate rewinding
 (Park & No, ECCV 2022: each round retrains with the full schedule from the previous round's
-weights). The score "magnitude" (|w|) is built in; a paper with its own (PrUE ranks weights by a
-gradient) adds it to SCORES.
+weights). A score maps (model, weights, data) to a tensor per weight, `data` being the run's
+Dataset: "magnitude" (|w|) and "prue" (PrUE's gradient score on the training images).
 
 A run with `shape_from` (a pruned run of the same plain network) is a student whose convolution
 widths come from that run's surviving weights (`shaped_widths`): Prune-then-distill's student.
@@ -22,16 +22,44 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kd import data as kd_data
+
 LAYERS = {"conv": (nn.Conv2d,), "linear": (nn.Linear,), "conv+linear": (nn.Conv2d, nn.Linear)}
 DEFAULTS = {"score": "magnitude", "layers": "conv+linear"}
 
 
-def magnitude(model: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def magnitude(model: nn.Module, weights: dict[str, torch.Tensor], data=None) -> dict[str, torch.Tensor]:
     """|w|: the smallest weights go first (global magnitude pruning)."""
     return {name: w.detach().abs() for name, w in weights.items()}
 
 
-SCORES = {"magnitude": magnitude}
+def prue(model: nn.Module, weights: dict[str, torch.Tensor], data: "kd_data.Dataset") -> dict[str, torch.Tensor]:
+    """PrUE, prediction uncertainty enlargement (Wang et al., ECML-PKDD 2022; docs/papers.md). With
+    p_i = softmax(f(x_i))_{y_i} in eval mode and pbar_c the mean of p_i over class c (a constant), the
+    score of weight w is |w * d/dw sum_i |pbar_{y_i} - p_i||, i.e. the gradient with respect to a
+    mask multiplying w, summed over the training images: the weights the spread of the true-class
+    probabilities around their class means depends on least go first. The official code sees
+    augmented images; here the training images as they are (both passes see the same images)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loader = kd_data.Loader(data.x_train, data.y_train, data.mean, data.std, batch_size=500, train=False, device=device)
+    with torch.no_grad():
+        p = torch.cat([model(b.x).float().softmax(1).gather(1, b.y.view(-1, 1)).flatten() for b in loader])
+    y = data.y_train.to(device)
+    pbar = torch.zeros(data.num_classes, device=device).index_add_(0, y, p) / torch.bincount(
+        y, minlength=data.num_classes).clamp_min(1)
+    grads = {name: torch.zeros_like(w) for name, w in weights.items()}
+    for b in loader:
+        p_b = model(b.x).float().softmax(1).gather(1, b.y.view(-1, 1)).flatten()
+        objective = (pbar[b.y] - p_b).abs().sum()
+        for name, g in zip(weights, torch.autograd.grad(objective, list(weights.values()))):
+            grads[name] += g
+    model.train(was_training)
+    return {name: (w.detach() * grads[name]).abs() for name, w in weights.items()}
+
+
+SCORES = {"magnitude": magnitude, "prue": prue}
 
 
 def resolved(spec: dict) -> dict:
@@ -62,12 +90,15 @@ def prunable(model: nn.Module, layers: str = DEFAULTS["layers"]) -> dict[str, to
     return {f"{name}.weight": m.weight for name, m in model.named_modules() if isinstance(m, kinds)}
 
 
-def masks(model: nn.Module, spec: dict) -> dict[str, torch.Tensor]:
+def masks(model: nn.Module, spec: dict, data: "kd_data.Dataset | None" = None) -> dict[str, torch.Tensor]:
     """Boolean keep-masks, by parameter name: the weights still non-zero, less the `amount`
-    fraction of them with the lowest scores (ranked globally; ties broken by position)."""
+    fraction of them with the lowest scores (ranked globally; ties broken by position). `data`:
+    the run's Dataset, for scores computed on its training images (PrUE)."""
     s = resolved(spec)
     weights = prunable(model, s["layers"])
-    scores = SCORES[s["score"]](model, weights)
+    if data is None and s["score"] != "magnitude":
+        raise ValueError(f"prune score {s['score']!r} is computed on the training images: pass data=")
+    scores = SCORES[s["score"]](model, weights, data)
     alive = torch.cat([(w.detach() != 0).flatten() for w in weights.values()])
     flat = torch.cat([scores[name].flatten().float() for name in weights])
     alive_idx = alive.nonzero().flatten()

@@ -357,7 +357,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         model = model.to(memory_format=torch.channels_last)
     pruned = None  # (weight, mask) pairs held at zero where pruned
     if cfg.prune is not None:
-        pruned = kd_prune.hold(model, kd_prune.masks(model, cfg.prune))
+        pruned = kd_prune.hold(model, kd_prune.masks(model, cfg.prune, data=ds))
         kd_prune.apply(pruned)
     if teacher is not None:
         t_classes = _out_features(teacher)

@@ -591,3 +591,26 @@ def test_prune_distill_plans_a_pruning_chain_its_control_and_a_shaped_student():
     ce = plan["main"]["CE"]
     assert [c.seed for c in ce] == P.seeds and all(c.teacher is None for c in ce)
     assert len({c.hash() for row in plan["main"].values() for c in row}) == len(plan["main"]) * len(P.seeds)
+
+
+def test_prue_plans_one_shot_pruned_teachers_fine_tuned_from_the_dense_one():
+    """PrUE (kd/experiments/prue.py) on cpu: each pruned teacher starts from the dense teacher, is pruned
+    once (PrUE score or magnitude, the convolutions only) and fine-tuned with the teacher's recipe; the
+    dense teacher also distils at the matching temperatures; a compare_sparsity outside the list is an error."""
+    P = Profile("cpu", params=PARAMS, check_device=False)
+    sec = P.section("prue")
+    E = importlib.import_module("kd.experiments.prue")
+    plan = E.plan(P, sec)
+    dense = plan["teachers"]["dense"][0]
+    assert dense.hash() == P.teacher_config(sec["pair"]["teacher"]).hash()
+    for name, (score, s) in E.teacher_labels(sec).items():
+        t = plan["teachers"][name][0]
+        assert t.init_from.hash() == dense.hash() and t.epochs == dense.epochs and t.lr == dense.lr
+        assert t.prune == {"amount": s, "score": score, "layers": "conv"}
+        assert all(c.teacher.hash() == t.hash() for c in plan["main"][f"KD, {name}"])
+    for T in sec["match_temperatures"]:
+        assert all(c.method_args["temperature"] == T and c.teacher.hash() == dense.hash()
+                   for c in plan["main"][E.matched_label(T)])
+    assert all(c.method_args["ce_weight"] == 0.9 for row in plan["main"].values() for c in row if c.method == "kd")
+    with pytest.raises(ValueError, match="compare_sparsity 0.4 must be one of prue.sparsities"):
+        E.plan(P, {**sec, "compare_sparsity": 0.4})

@@ -612,6 +612,56 @@ def test_a_pruned_fine_tuned_run_is_a_cached_derived_run(tmp_path, killed_at_epo
     pd.testing.assert_frame_equal(metrics(tmp_path / "killed"), metrics(r1.path), check_exact=True)
 
 
+def test_the_prue_score_is_the_gradient_with_respect_to_masks_of_the_spread_around_class_means():
+    """PrUE (kd.prune.prue) against its definition, computed another way: masks m = 1 multiplying
+    the weights (torch.func.functional_call), the objective sum_i |pbar_{y_i} - p_i| with pbar the
+    class means of the true-class probabilities, and |d objective / d m|."""
+    from torch.func import functional_call
+
+    from kd import data as kd_data
+    from kd import models, prune
+
+    torch.manual_seed(0)
+    model = models.create("plane2", 10, 1)
+    ds = tiny().load_data()
+    weights = prune.prunable(model, "conv")
+    got = prune.prue(model, weights, ds)
+    assert model.training, "the model's mode is restored"
+
+    model.eval()
+    x = torch.cat([b.x for b in kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=1000,
+                                               train=False)])
+    y = ds.y_train
+    ones = {name: torch.ones_like(w, requires_grad=True) for name, w in weights.items()}
+    params = {**dict(model.named_parameters()), **{n: weights[n].detach() * ones[n] for n in weights}}
+    logits = functional_call(model, (params, dict(model.named_buffers())), (x,))
+    p = logits.softmax(1).gather(1, y.view(-1, 1)).flatten()
+    pbar = torch.stack([p[y == c].mean() for c in range(10)]).detach()
+    (pbar[y] - p).abs().sum().backward()
+    for name in weights:
+        torch.testing.assert_close(got[name], ones[name].grad.abs(), rtol=1e-4, atol=1e-7)
+    keep = prune.masks(model, {"amount": 0.5, "score": "prue", "layers": "conv"}, data=ds)
+    flat_score = torch.cat([got[n].flatten() for n in weights])
+    flat_keep = torch.cat([keep[n].flatten() for n in weights])
+    assert flat_keep.float().mean() == pytest.approx(0.5, abs=1e-3)
+    assert flat_score[flat_keep].min() >= flat_score[~flat_keep].max(), "the largest scores are kept"
+    with pytest.raises(ValueError, match="computed on the training images: pass data="):
+        prune.masks(model, {"amount": 0.5, "score": "prue"})
+
+
+def test_a_prue_pruned_run_fine_tunes_with_its_masks_held(tmp_path):
+    from kd import prune, runs
+
+    dense = tiny(epochs=1)
+    prued = dense.replace(init_from=dense, prune={"amount": 0.5, "score": "prue", "layers": "conv"})
+    magnitude = prued.replace(prune={"amount": 0.5, "layers": "conv"})
+    got = runs.run_many([prued, magnitude], root=tmp_path, progress=False)
+    assert got[0].summary["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    w_prue, w_mag = (prune.prunable(r.model(), "conv") for r in got)
+    assert any(not torch.equal(w_prue[n] == 0, w_mag[n] == 0) for n in w_prue), "another ranking than |w|"
+    assert all(float((w != 0).float().mean()) == 1.0 for w in prune.prunable(got[0].model(), "linear").values())
+
+
 def test_a_fine_tune_starts_from_the_weights_of_the_run_it_names(tmp_path):
     dense = tiny(epochs=2)
     train(dense, tmp_path / "dense")

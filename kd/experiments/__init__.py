@@ -150,3 +150,34 @@ def fit_table(groups: dict) -> pd.DataFrame:
         fits = [training_fit(r) for r in runs]
         rows.append({"": label, **{name: fmt([f[k] for f in fits]) for k, name in names.items()}})
     return pd.DataFrame(rows).set_index("")
+
+
+def output_entropy(run, temperature: float) -> float:
+    """The mean entropy (nats) of a run's test predictions softened at `temperature`: how soft the
+    targets a KD student gets from it are."""
+    logits, _ = run.eval_logits()
+    p = (logits.float() / temperature).softmax(1)
+    return float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
+
+
+def total_epochs(cfg: TrainConfig) -> int:
+    """A run's epochs plus those of the runs it started from (init_from, recursively)."""
+    return cfg.epochs + (total_epochs(cfg.init_from) if cfg.init_from is not None else 0)
+
+
+def teacher_frame(teachers: dict[str, list], temperature: float) -> pd.DataFrame:
+    """{label: [Run per seed]} of teachers (dense, pruned, fine-tuned) -> one row per distinct run,
+    in order: its sparsity (the share of its prunable weights removed, 0 if not pruned), test top-1,
+    ECE, `output_entropy` at `temperature`, its epochs of training with those of the runs it started
+    from, and its training time."""
+    rows, seen = [], set()
+    for name, runs in teachers.items():
+        for r in runs:
+            if r.path in seen:  # one teacher serves every seed on a profile with teacher_seed
+                continue
+            seen.add(r.path)
+            rows.append({"teacher": name, "seed": r.config.seed, "sparsity (%)": 100 * r.summary.get("sparsity", 0.0),
+                         "top-1": r.summary["top1"], "ECE": r.summary.get("ece"),
+                         f"entropy at T={temperature:g}": output_entropy(r, temperature),
+                         "epochs in all": total_epochs(r.config), "train time (s)": r.summary["train_time_s"]})
+    return pd.DataFrame(rows).sort_values("seed", kind="stable").reset_index(drop=True)

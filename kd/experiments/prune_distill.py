@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from kd import prune as kd_prune
+from kd.experiments import teacher_frame, total_epochs  # noqa: F401  (E.teacher_frame, E.total_epochs in the notebook)
 from kd.train import TrainConfig
 
 # The keys of params.yaml's prune_distill section; any other key there or in a notebook's overrides is an error
@@ -106,31 +107,6 @@ def main_rows(sec: dict) -> tuple[str, str, list[str]]:
 
 
 # ---------------------------------------------------------------- analysis
-
-def teacher_frame(teachers: dict[str, list], temperature: float) -> pd.DataFrame:
-    """One row per (teacher, teacher seed), in the plan's order (rounds, then the retrained control):
-    sparsity (measured on the model), test top-1, ECE, the mean entropy of its test predictions at
-    `temperature` (what a KD student sees), and its epochs of training, the rounds before it included."""
-    rows, seen = [], set()
-    for name, runs in teachers.items():
-        for r in runs:
-            if r.path in seen:  # one teacher chain serves every seed on a profile with teacher_seed
-                continue
-            seen.add(r.path)
-            logits, _ = r.eval_logits()
-            p = (logits.float() / temperature).softmax(1)
-            entropy = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
-            rows.append({"teacher": name, "seed": r.config.seed,
-                         "sparsity (%)": 100 * kd_prune.sparsity(r.model()), "top-1": r.summary["top1"],
-                         "ECE": r.summary.get("ece"), f"entropy at T={temperature:g}": entropy,
-                         "epochs in all": total_epochs(r.config), "train time (s)": r.summary["train_time_s"]})
-    return pd.DataFrame(rows).sort_values("seed", kind="stable").reset_index(drop=True)
-
-
-def total_epochs(cfg: TrainConfig) -> int:
-    """A run's epochs plus those of the runs it started from (init_from, recursively)."""
-    return cfg.epochs + (total_epochs(cfg.init_from) if cfg.init_from is not None else 0)
-
 
 def layer_frame(run) -> pd.DataFrame:
     """Per prunable layer of a (pruned) run: its weights, the share still non-zero, and for the
