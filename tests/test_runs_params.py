@@ -614,3 +614,21 @@ def test_prue_plans_one_shot_pruned_teachers_fine_tuned_from_the_dense_one():
     assert all(c.method_args["ce_weight"] == 0.9 for row in plan["main"].values() for c in row if c.method == "kd")
     with pytest.raises(ValueError, match="compare_sparsity 0.4 must be one of prue.sparsities"):
         E.plan(P, {**sec, "compare_sparsity": 0.4})
+
+
+def test_when_ls_helps_measurements_against_their_definitions():
+    """Temperature scaling recovers the temperature logits were drawn at; the template projection
+    keeps the distances between the three templates (they lie in its plane); tightness is the spread
+    around the class centroids over the distance between them."""
+    E = importlib.import_module("kd.experiments.when_ls_helps")
+    g = torch.Generator().manual_seed(0)
+    z = 3 * torch.randn(20000, 10, generator=g)
+    y = torch.multinomial((z / 2.5).softmax(1), 1, generator=g).flatten()
+    assert E.fit_temperature(z, y) == pytest.approx(2.5, rel=0.05)
+
+    templates = torch.randn(10, 6, generator=g, dtype=torch.float64)
+    pts = E.project(templates, templates, [0, 2, 6])[[0, 2, 6]]
+    assert torch.allclose(torch.pdist(pts), torch.pdist(templates[[0, 2, 6]]), atol=1e-9)
+    labels = torch.tensor([0, 0, 1, 1])
+    tight = torch.tensor([[0.0, 0.0], [0.0, 0.2], [10.0, 0.0], [10.0, 0.2]])
+    assert E.cluster_tightness(tight, labels, [0, 1]) == pytest.approx(0.1 / 10)
