@@ -83,12 +83,15 @@ class TrainConfig:
     # configuration's schedule), pruned first when `prune` is given, e.g. {"amount": 0.5}
     init_from: "TrainConfig | None" = None
     prune: dict | None = None
+    # with init_from: start at init_lambda * its weights + (1 - init_lambda) * this seed's random
+    # initialisation (Stanton et al. 2021's interpolated initialisation); None: its weights as they are
+    init_lambda: float | None = None
     # a student shaped from a pruned run of the same plain network: its convolution widths keep
     # as many weights as that run's convolutions have non-zero (kd.prune.shaped_widths)
     shape_from: "TrainConfig | None" = None
 
     # settings added after runs were stored: left out of the identity while unset, so those runs keep theirs
-    LATER_FIELDS = ("stop_epoch", "init_from", "prune", "shape_from")
+    LATER_FIELDS = ("stop_epoch", "init_from", "prune", "shape_from", "init_lambda")
 
     def __post_init__(self):
         if isinstance(self.teacher, dict):
@@ -182,6 +185,12 @@ class TrainConfig:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if self.stop_epoch is not None and not 1 <= self.stop_epoch <= self.epochs:
             raise ValueError(f"stop_epoch must be in [1, epochs = {self.epochs}], got {self.stop_epoch}")
+        if self.init_lambda is not None:
+            if self.init_from is None:
+                raise ValueError("init_lambda needs init_from, the trained run the initialisation moves towards")
+            if isinstance(self.init_lambda, bool) or not isinstance(self.init_lambda, (int, float)) \
+                    or not 0 <= self.init_lambda <= 1:
+                raise ValueError(f"init_lambda must be in [0, 1], got {self.init_lambda!r}")
         if self.prune is not None:
             if self.init_from is None:
                 raise ValueError("prune needs init_from, the trained run whose weights are pruned")
@@ -288,7 +297,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     Files: config.json, metrics.csv (one row per evaluated epoch), checkpoint.pt (for
     resume), model.pt and eval_logits.pt (the final model and its eval-split logits),
     final.json (last-epoch metrics, best-epoch top-1, timings). A derived run (`cfg.init_from`)
-    starts from `init`, the state dict of that run's final model, pruned if `cfg.prune` says
+    starts from `init`, the state dict of that run's final model (or a point between it and the
+    seed's random initialisation, `cfg.init_lambda`), pruned if `cfg.prune` says
     (kd.prune; the pruned weights stay zero). A shaped student (`cfg.shape_from`) is built with
     `widths`, its convolution widths from that run (kd.prune.shaped_widths). Evaluation runs every `eval_every`
     epochs, or `evaluations` times over the run when that is given, and at the last epoch. The reported accuracy is
@@ -352,6 +362,10 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     torch.manual_seed(cfg.seed)
     model = kd_models.create(cfg.model, ds.num_classes, in_channels=ds.in_channels, widths=widths).to(device)
     if init is not None:
+        if cfg.init_lambda is not None:  # between this seed's random initialisation and the run's weights
+            own = model.state_dict()
+            init = {k: cfg.init_lambda * v.to(own[k]) + (1 - cfg.init_lambda) * own[k]
+                    if v.is_floating_point() else v for k, v in init.items()}
         model.load_state_dict(init)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -45,7 +45,7 @@ def _method_files(configs) -> set[str]:
     while todo:
         cfg = todo.pop()
         files.add(Path(inspect.getfile(kd.methods.REGISTRY[cfg.method])).relative_to(ROOT).as_posix())
-        todo += [cfg.teacher] if cfg.teacher is not None else []
+        todo += cfg.dependencies  # teachers (an ensemble's members) and the runs it starts from
     return files
 
 

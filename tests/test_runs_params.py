@@ -441,10 +441,11 @@ def test_paper_profile_resolves_every_section_and_its_configs_validate(paper_pro
     for cfg in configs:
         cfg.validate()
         assert cfg.dataset == "cifar100"
-        t = cfg.teacher
-        while t is not None:
+        todo = list(cfg.dependencies)  # teachers (an ensemble's members) and the runs it starts from
+        while todo:
+            t = todo.pop()
             assert t.dataset == "cifar100"
-            t = t.teacher
+            todo += t.dependencies
 
 
 def _write_cifar100(root, n_train=300, n_test=200):
@@ -632,3 +633,24 @@ def test_when_ls_helps_measurements_against_their_definitions():
     labels = torch.tensor([0, 0, 1, 1])
     tight = torch.tensor([[0.0, 0.0], [0.0, 0.2], [10.0, 0.0], [10.0, 0.2]])
     assert E.cluster_tightness(tight, labels, [0, 1]) == pytest.approx(0.1 / 10)
+
+
+def test_does_kd_work_plans_self_distillation_an_ensemble_mixup_and_interpolated_starts():
+    P = Profile("cpu", params=PARAMS, check_device=False)
+    sec = P.section("does_kd_work")
+    E = importlib.import_module("kd.experiments.does_kd_work")
+    main = E.plan(P, sec)["main"]
+    teacher = P.teacher_config(sec["teacher"])
+    for row, cfgs in main.items():
+        for c in cfgs:
+            assert c.model == teacher.model, "self-distillation: the teacher's architecture"
+            if c.method != "ce":
+                assert c.method_args["ce_weight"] == 0.0, "alpha = 0: no labels"
+    members = main["ensemble"][0].teacher
+    assert len(members) == 3 and members[0].hash() == teacher.hash() and len({m.seed for m in members}) == 3
+    assert all(m.replace(seed=0).hash() == teacher.hash() for m in members), "the same recipe, other seeds"
+    for lam in sec["init_lambdas"]:
+        for c in main[E.lambda_label(lam)]:
+            assert c.init_from.hash() == teacher.hash() and c.init_lambda == lam and c.teacher.hash() == teacher.hash()
+    probs = E.ensemble_log_probs([torch.zeros(2, 3), torch.tensor([[0.0, 0.0, 10.0], [0.0, 0.0, 0.0]])]).exp()
+    assert torch.allclose(probs.sum(1), torch.ones(2)) and probs[1].allclose(torch.full((3,), 1 / 3))

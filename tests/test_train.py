@@ -715,6 +715,31 @@ def test_a_shaped_student_keeps_the_pruned_runs_surviving_weights_per_layer(tmp_
         fit(shaped, tmp_path / "unused", device="cpu")
 
 
+def test_an_interpolated_start_lies_between_the_seeds_initialisation_and_the_run(tmp_path):
+    """init_lambda (Stanton et al. 2021): the run starts at lambda * the named run's weights +
+    (1 - lambda) * its own seed's random initialisation; 0 is the plain run, 1 the plain fine-tune."""
+    dense = tiny(epochs=2)
+    train(dense, tmp_path / "dense")
+    start = kd_train.load_model(tmp_path / "dense").state_dict()
+    assert "init_lambda" not in tiny(init_from=dense).identity(), "unset, old derived runs keep their names"
+    assert tiny(init_from=dense, init_lambda=0.5).hash() != tiny(init_from=dense).hash()
+    frozen = {"lr": 1e-12, "epochs": 1}  # too small a step to move the weights
+    train(tiny(**frozen), tmp_path / "random")
+    train(tiny(**frozen, init_from=dense, init_lambda=0.5), tmp_path / "half", init=start)
+    random_w = kd_train.load_model(tmp_path / "random").state_dict()
+    half = kd_train.load_model(tmp_path / "half").state_dict()
+    weights = [k for k in start if k.endswith("weight")]
+    assert all(torch.allclose(half[k], 0.5 * start[k] + 0.5 * random_w[k], atol=1e-6) for k in weights)
+    train(tiny(init_from=dense, init_lambda=0.0), tmp_path / "zero", init=start)
+    train(tiny(), tmp_path / "plain")
+    pd.testing.assert_frame_equal(metrics(tmp_path / "zero"), metrics(tmp_path / "plain"), check_exact=True)
+    for bad, message in ((1.5, "init_lambda must be in"), (True, "init_lambda must be in")):
+        with pytest.raises(ValueError, match=message):
+            tiny(init_from=dense, init_lambda=bad).validate()
+    with pytest.raises(ValueError, match="init_lambda needs init_from"):
+        tiny(init_lambda=0.5).validate()
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"prune": {"amount": 0.5}}, "prune needs init_from"),
     ({"init_from": "dense", "prune": {"amount": 1.5}}, "prune amount is the fraction"),
