@@ -641,7 +641,7 @@ def test_does_kd_work_plans_self_distillation_an_ensemble_mixup_and_interpolated
     E = importlib.import_module("kd.experiments.does_kd_work")
     main = E.plan(P, sec)["main"]
     teacher = P.teacher_config(sec["teacher"])
-    for row, cfgs in main.items():
+    for cfgs in main.values():
         for c in cfgs:
             assert c.model == teacher.model, "self-distillation: the teacher's architecture"
             if c.method != "ce":

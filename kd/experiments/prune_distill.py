@@ -10,11 +10,11 @@ Every training the notebook needs (params.yaml section `prune_distill`, resolved
   rounds whose teachers distil, e.g. 2, 4, 7 for 36%, 59%, 79% sparsity);
 - main, every seed, the fixed student `student`: alone (CE), distilled from the dense teacher and
   from each pruned round (KD with the official alpha and T: `kd`), and, as a control for the extra
-  training the rounds give, from the dense teacher retrained as many times as the last round
+  training the rounds give, from the dense teacher retrained as many times as each of those rounds
   without pruning anything;
 - shaped, every seed: the teacher's own plain architecture with its convolution widths shaped from
-  round `shape_round` (kd.prune.shaped_widths), alone (CE), distilled from the dense teacher and
-  from that pruned round; at the teacher's training settings (`shaped_train`).
+  round `shape_round` (kd.prune.shaped_widths), alone (CE), distilled from the dense teacher, from
+  that pruned round and from its unpruned control; at the teacher's training settings (`shaped_train`).
 Identical configurations are one run (the cache is keyed by the configuration's hash).
 """
 from __future__ import annotations
@@ -67,9 +67,10 @@ def retrained_label(n: int) -> str:
 
 def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     """{group: {row label: [TrainConfig per seed]}}: "teachers" (the dense teacher and every round of
-    the chain up to the last one used, and the last round's unpruned control), "main" (CE, KD from the
-    dense teacher, KD from each pruned round of `rounds`, KD from the retrained control) and "shaped"
-    (the shaped student: CE, KD from the dense teacher, KD from the round it is shaped from)."""
+    the chain up to the last one used, and each used round's unpruned control), "main" (CE, KD from
+    the dense teacher, KD from each pruned round of `rounds`, KD from each retrained control) and
+    "shaped" (the shaped student: CE, KD from the dense teacher, from the round it is shaped from and
+    from that round's control)."""
     rounds = [int(n) for n in sec["rounds"]]
     k = int(sec["shape_round"])
     last = max(rounds + [k])
@@ -78,21 +79,26 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
         chain = [pruned_teacher(P, sec, n, seed) for n in range(last + 1)]
         for n, t in enumerate(chain):
             out["teachers"].setdefault(f"round {n}", []).append(t)
-        retrained = pruned_teacher(P, sec, max(rounds), seed, prune=False)
-        out["teachers"].setdefault(f"retrained {max(rounds)}", []).append(retrained)
+        retrained = {n: pruned_teacher(P, sec, n, seed, prune=False) for n in sorted({*rounds, k})}
+        for n, t in retrained.items():
+            out["teachers"].setdefault(f"retrained {n}", []).append(t)
         student = sec["student"]
         out["main"].setdefault("CE", []).append(P.config(student, "ce", seed=seed, paper="prune_distill"))
         for n in [0, *rounds]:
             out["main"].setdefault(f"KD, {round_label(sec, n)} teacher", []).append(
                 P.config(student, "kd", seed=seed, method_args=kd_args(sec), teacher=chain[n], paper="prune_distill"))
-        out["main"].setdefault(retrained_label(max(rounds)), []).append(
-            P.config(student, "kd", seed=seed, method_args=kd_args(sec), teacher=retrained, paper="prune_distill"))
+        for n in rounds:
+            out["main"].setdefault(retrained_label(n), []).append(
+                P.config(student, "kd", seed=seed, method_args=kd_args(sec), teacher=retrained[n],
+                         paper="prune_distill"))
         shaped = {"paper": "prune_distill", "shape_from": chain[k], **(sec.get("shaped_train") or {})}
         model = chain[0].model
         out["shaped"].setdefault("shaped CE", []).append(P.config(model, "ce", seed=seed, **shaped))
         for n in (0, k):
             out["shaped"].setdefault(f"shaped KD, {round_label(sec, n)} teacher", []).append(
                 P.config(model, "kd", seed=seed, method_args=kd_args(sec), teacher=chain[n], **shaped))
+        out["shaped"].setdefault(f"shaped {retrained_label(k)}", []).append(
+            P.config(model, "kd", seed=seed, method_args=kd_args(sec), teacher=retrained[k], **shaped))
     return out
 
 
