@@ -22,6 +22,12 @@ def nll(logits: torch.Tensor, target: torch.Tensor) -> float:
     return F.cross_entropy(logits.float(), target).item()
 
 
+def entropy(logits: torch.Tensor, temperature: float = 1.0) -> float:
+    """Mean entropy (nats) of softmax(logits / T): how soft a teacher's targets at T are."""
+    logp = torch.log_softmax(logits.double() / temperature, 1)
+    return float(-(logp.exp() * logp).sum(1).mean())
+
+
 def ece(logits: torch.Tensor, target: torch.Tensor, n_bins: int = 15) -> float:
     """Expected calibration error with n_bins equal-width confidence bins (L1), via torchmetrics."""
     probs = logits.float().softmax(1)

@@ -341,8 +341,13 @@ class Ensemble(nn.Module):
         return self.members[0].classifier
 
     def forward(self, x):
-        probs = torch.stack([m(x).float().softmax(1) for m in self.members]).mean(0)
-        return probs.clamp_min(1e-12).log()
+        return ensemble_log_probs([m(x) for m in self.members])
+
+
+def ensemble_log_probs(member_logits) -> torch.Tensor:
+    """The log of the members' mean softmax: an ensemble's prediction as logits (Stanton et al. 2021)."""
+    probs = torch.stack([z.float().softmax(1) for z in member_logits]).mean(0)
+    return probs.clamp_min(1e-12).log()
 
 
 def available():

@@ -155,9 +155,7 @@ def fit_table(groups: dict) -> pd.DataFrame:
 def output_entropy(run, temperature: float) -> float:
     """The mean entropy (nats) of a run's test predictions softened at `temperature`: how soft the
     targets a KD student gets from it are."""
-    logits, _ = run.eval_logits()
-    p = (logits.float() / temperature).softmax(1)
-    return float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
+    return kd_metrics.entropy(run.eval_logits()[0], temperature)
 
 
 def total_epochs(cfg: TrainConfig) -> int:

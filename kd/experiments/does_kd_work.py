@@ -21,6 +21,7 @@ import torch
 
 from kd import data as kd_data
 from kd import metrics as kd_metrics
+from kd.models import ensemble_log_probs  # noqa: F401  (E.ensemble_log_probs in the notebook)
 from kd.train import TrainConfig
 
 # The keys of params.yaml's does_kd_work section; any other key there or in a notebook's overrides is an error
@@ -45,9 +46,11 @@ def lambda_label(lam: float) -> str:
 
 
 def ensemble_members(P, sec: dict, seed: int) -> list[TrainConfig]:
-    """The params.yaml teacher and `ensemble_size - 1` copies trained with other seeds (seed + 1000 k)."""
+    """The params.yaml teacher and `ensemble_size - 1` copies trained with other seeds (seed + 1000 k)
+    on the teacher's data subset (its `data_seed`, else its seed: TrainConfig.load_data)."""
     t = P.teacher_config(sec["teacher"], seed)
-    return [t.replace(seed=t.seed + 1000 * k) for k in range(int(sec["ensemble_size"]))]
+    data_seed = t.seed if t.data_seed is None else t.data_seed
+    return [t, *(t.replace(seed=t.seed + 1000 * k, data_seed=data_seed) for k in range(1, int(sec["ensemble_size"])))]
 
 
 def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
@@ -76,23 +79,23 @@ def teacher_names(P, sec: dict) -> list[str]:
 # ---------------------------------------------------------------- fidelity
 
 @torch.no_grad()
-def split_logits(model: torch.nn.Module, ds: kd_data.Dataset, split: str, device="cpu") -> torch.Tensor:
-    """A model's logits on a split ("train" or "test") in order, eval mode, no augmentation."""
-    x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_eval, ds.y_eval)
-    loader = kd_data.Loader(x, y, ds.mean, ds.std, batch_size=512, train=False, device=device)
-    return kd_metrics.predict(model, loader)[0].cpu()
+def train_logits(run, ds: kd_data.Dataset, device="cpu") -> torch.Tensor:
+    """A run's logits on the training images of `ds` in order, eval mode, no augmentation."""
+    loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=512, train=False, device=device)
+    return kd_metrics.predict(run.model(), loader)[0].cpu()
 
 
-def ensemble_log_probs(member_logits: list[torch.Tensor]) -> torch.Tensor:
-    """The log of the members' mean softmax: the ensemble's prediction (kd.models.Ensemble)."""
-    probs = torch.stack([z.float().softmax(1) for z in member_logits]).mean(0)
-    return probs.clamp_min(1e-12).log()
+def split_logits(run, ds: kd_data.Dataset, split: str) -> torch.Tensor:
+    """A run's logits on a split: "test" is its stored evaluation logits (the evaluation split of `ds`),
+    "train" computed on the training images."""
+    return run.eval_logits()[0].cpu() if split == "test" else train_logits(run, ds)
 
 
 def fidelity_frame(P, main: dict[str, list]) -> pd.DataFrame:
     """One row per distilled run and split (test, train): top-1 agreement (%) with its teacher and
     predictive KL(p_teacher || p_student) at T = 1, the student's and the teacher's top-1 on that
-    split. Teachers' logits are computed once per teacher (an ensemble's from its members')."""
+    split. Test logits are the runs' stored ones; training-image logits are computed once per teacher
+    (an ensemble's from its members'). Members share the student's data subset (`ensemble_members`)."""
     cache: dict[tuple, torch.Tensor] = {}
     data: dict[int, kd_data.Dataset] = {}
     rows = []
@@ -108,10 +111,10 @@ def fidelity_frame(P, main: dict[str, list]) -> pd.DataFrame:
                 for t in cfg.teachers:
                     k = (t.hash(), key, split)
                     if k not in cache:
-                        cache[k] = split_logits(P.run_all([t])[0].model(), ds, split)
+                        cache[k] = split_logits(P.run_all([t])[0], ds, split)
                     t_logits.append(cache[k])
                 teacher = ensemble_log_probs(t_logits) if len(t_logits) > 1 else t_logits[0]
-                student = split_logits(r.model(), ds, split)
+                student = split_logits(r, ds, split)
                 y = ds.y_train if split == "train" else ds.y_eval
                 rows.append({"row": label, "seed": cfg.seed, "split": split,
                              "agreement": 100 * kd_metrics.agreement(student, teacher),

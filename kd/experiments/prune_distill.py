@@ -130,12 +130,10 @@ def layer_frame(run) -> pd.DataFrame:
 
 
 def sparsity_frame(main: dict[str, list], sec: dict) -> pd.DataFrame:
-    """KD students' top-1 by teacher sparsity (one row per seed and teacher; 0 for the dense one),
-    with the student's gain over CE on its seed."""
-    ce = {r.config.seed: r.summary["top1"] for r in main["CE"]}
+    """KD students' top-1 by teacher sparsity (one row per seed and teacher; 0 for the dense one)."""
     rows = []
     for n in [0, *[int(k) for k in sec["rounds"]]]:
         for r in main[f"KD, {round_label(sec, n)} teacher"]:
             rows.append({"round": n, "sparsity": 100 * sparsity_of_round(sec, n), "seed": r.config.seed,
-                         "top1": r.summary["top1"], "gain over CE": r.summary["top1"] - ce[r.config.seed]})
+                         "top1": r.summary["top1"]})
     return pd.DataFrame(rows)

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 
 from kd import data as kd_data
 from kd import stats
-from kd.metrics import similarity_mass
+from kd.metrics import entropy, similarity_mass
 from kd.train import TrainConfig
 
 # The keys of params.yaml's testbed section; any other key there or in a notebook's overrides is an error
@@ -65,12 +64,6 @@ def teacher_names(P, sec: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- analysis
-def entropy(logits: torch.Tensor, temperature: float) -> float:
-    """Mean entropy (nats) of softmax(logits / T)."""
-    logp = torch.log_softmax(logits.double() / temperature, 1)
-    return float(-(logp.exp() * logp).sum(1).mean())
-
-
 def ladder(P, sec: dict) -> pd.DataFrame:
     """One row per ladder teacher (teacher seed of the profile), weakest first: test top-1
     (last and best epoch), best epoch, parameters, training time, and what its soft labels

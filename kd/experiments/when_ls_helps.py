@@ -35,8 +35,6 @@ from kd.train import TrainConfig
 SECTION_KEYS = ("margin", "ece_margin", "smoothing", "student", "teachers", "kd", "temperatures",
                 "projection_classes", "mi_images", "mi_views")
 
-NETWORKS = ("CE", "LS")
-
 
 # ---------------------------------------------------------------- the design
 
