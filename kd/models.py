@@ -1,7 +1,7 @@
 """CIFAR-style teacher/student networks for knowledge distillation.
 
 Architectures follow the reference codebases the KD literature reports numbers with:
-- RepDistiller (HobbitLong/RepDistiller): CIFAR ResNets (resnet8..110, 8x4, 32x4), resnetv2 (resnet18/50),
+- RepDistiller (HobbitLong/RepDistiller): CIFAR ResNets (resnet8..110, 8x4, 32x4), resnetv2 (resnet18/34/50),
   WRN, VGG-BN, MobileNetV2 (width 0.5, "mobile_half"), ShuffleNetV1/V2.
 - TAKD (imirzadeh/Teacher-Assistant-Knowledge-Distillation): the plain CNNs plane2..plane10.
 
@@ -316,6 +316,7 @@ _MODELS = {
     "resnet8x4": partial(cifar_resnet, depth=8, widths=(32, 64, 128, 256)),
     "resnet32x4": partial(cifar_resnet, depth=32, widths=(32, 64, 128, 256)),
     "resnet18": partial(resnet, block=basic_block, stem=64, widths=(64, 128, 256, 512), depths=(2, 2, 2, 2)),
+    "resnet34": partial(resnet, block=basic_block, stem=64, widths=(64, 128, 256, 512), depths=(3, 4, 6, 3)),
     "resnet50": partial(resnet, block=bottleneck_block, stem=64, widths=(256, 512, 1024, 2048), depths=(3, 4, 6, 3)),
     **{f"wrn_{d}_{w}": partial(wide_resnet, depth=d, widen=w) for d in (16, 40) for w in (1, 2)},
     **{name: partial(vgg, config=name) for name in VGG_CONFIGS},

@@ -93,9 +93,9 @@ def test_a_toy_paper_needs_no_change_to_any_shared_file(tmp_path):
     with open(repo / "data/paper_results.yaml", "a") as f:
         f.write('\ntoy:\n  source: "a test of the contract"\n')
     dvc = (repo / "dvc.yaml").read_text()
-    last = "      self_distillation: {method: self_distillation}\n"
-    assert last in dvc
-    (repo / "dvc.yaml").write_text(dvc.replace(last, last + "      toy: {method: toy}\n"))
+    last = "      - self_distillation\n"
+    assert dvc.count(last) == 1
+    (repo / "dvc.yaml").write_text(dvc.replace(last, last + "      - toy\n"))
 
     env = {**os.environ, "KD_ROOT": str(repo), "KD_RUNS": str(tmp_path / "runs"), "PYTHONPATH": str(repo),
            "OMP_NUM_THREADS": "1"}
@@ -117,4 +117,4 @@ def test_a_toy_paper_needs_no_change_to_any_shared_file(tmp_path):
     changed = {f for f in after if before.get(f) != after[f]}
     assert changed == OWN, f"shared files changed: {sorted(changed - OWN)}"
     dvc_diff = set((repo / "dvc.yaml").read_text().splitlines()) - set(dvc.splitlines())
-    assert dvc_diff == {"      toy: {method: toy}"}, "one line in dvc.yaml"
+    assert dvc_diff == {"      - toy"}, "one line in dvc.yaml"

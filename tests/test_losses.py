@@ -130,6 +130,58 @@ def test_sp_matches_repdistiller():
     assert_close(L.sp_loss(DENSE[:4], FEAT[:4]), "sp_dense_first4")
 
 
+@pytest.mark.parametrize("T,gamma", [(1.0, 1.5), (3.0, 3.5), (4.0, 1.0)])
+def test_nkd_matches_official(T, gamma):
+    assert_close(L.nkd_loss(S, TEA, Y, T, gamma), f"nkd_T{T:g}_g{gamma:g}")
+
+
+@pytest.mark.parametrize("alpha,beta,mu", [(0.1, 0.1, 0.1), (1.0, 0.1, 0.005), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0),
+                                           (0.0, 0.0, 1.0)])
+def test_uskd_matches_official(alpha, beta, mu):
+    """The official weak head replaced by the identity: its logits are the stored teacher logits."""
+    assert_close(L.uskd_loss(TEA, S, Y, alpha, beta, mu), f"uskd_a{alpha:g}_b{beta:g}_mu{mu:g}")
+    if (alpha, beta, mu) == (0.0, 1.0, 0.0):
+        assert_close(L.uskd_loss(TEA, TIED, Y, alpha, beta, mu), f"uskd_tied_a{alpha:g}_b{beta:g}_mu{mu:g}")
+        # the ranking quirk matters on these inputs: ranking by both heads' probabilities gives another value
+        assert not torch.isclose(L.uskd_loss(TEA, S, Y, alpha, beta, mu, rank_log_probs=False), golden(
+            f"uskd_a{alpha:g}_b{beta:g}_mu{mu:g}"), rtol=1e-3)
+
+
+def test_nkd_non_target_term_is_nckd_plus_the_teachers_non_target_entropy():
+    """NKD keeps KD's non-target part on renormalised probabilities (DKD's NCKD, Eq. 3) without
+    the (1 - p_t) weight KD puts on it: T^2 x NKD's non-target term = NCKD + T^2 H(t^)."""
+    for T in (1.0, 3.0):
+        target_term, non_target = L.nkd_parts(S, TEA, Y, T)
+        t_other = F.softmax(_non_target(TEA, Y) / T, dim=1)
+        entropy = -(t_other * t_other.log()).sum(1).mean()
+        torch.testing.assert_close(T * T * non_target, L.nckd_loss(S, TEA, Y, T) + T * T * entropy)
+        p_t = F.softmax(TEA, 1).gather(1, Y[:, None]).squeeze(1)
+        log_s = F.log_softmax(S, 1).gather(1, Y[:, None]).squeeze(1)
+        torch.testing.assert_close(target_term, -(p_t * log_s).mean())
+
+
+def test_uskd_soft_labels_are_zipf_over_the_ranked_non_target_classes():
+    """Weights 1 / rank (ranks among all C classes, the target's dropped), renormalised; with
+    the final head alone deciding (a constant weak head), the ranks are the logits' order."""
+    q = L.uskd_nontarget_targets(torch.zeros_like(S), S, Y, rank_log_probs=False)
+    ranks = torch.from_numpy(rankdata(-S.numpy(), axis=1, method="ordinal")).double()
+    expected = _non_target(1 / ranks, Y)
+    torch.testing.assert_close(q, expected / expected.sum(1, keepdim=True))
+    # the log-probability form orders the final head's classes the same way
+    torch.testing.assert_close(L.uskd_nontarget_targets(torch.zeros_like(S), S, Y), q)
+
+
+def test_uskd_target_weight_and_gradients():
+    """L_t's weight p_y^2 + 1 - mean(p_y^2) is a constant; the weak head gets gradient only from L_weak."""
+    s, w = S.clone().requires_grad_(), TEA.clone().requires_grad_()
+    L.uskd_loss(w, s, Y, 1.0, 1.0, 0.0).backward()
+    assert w.grad is None or torch.all(w.grad == 0)
+    p_y = F.softmax(S, 1).gather(1, Y[:, None]).squeeze(1)
+    weight = p_y ** 2 + 1 - (p_y ** 2).mean()
+    log_s = F.log_softmax(S, 1).gather(1, Y[:, None]).squeeze(1)
+    torch.testing.assert_close(L.uskd_loss(TEA, S, Y, 1.0, 0.0, 0.0), -(weight * log_s).mean())
+
+
 def test_sp_properties():
     """Zero for the same similarities (any positive scale of the activations: rows are
     normalised), at most 4 (two unit rows differ by at most 2 in norm, B rows over B^2), and a

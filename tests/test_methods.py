@@ -41,6 +41,8 @@ VARIANTS = {
     "mixup_kd": [{}, {"unmixed_fraction": 0.5}, {"unmixed_fraction": 0.9, "sampler": "official"},
                  {"std_scaling": False}, {"mixup": False}],
     "sp": [{}, {"kd_weight": 0.9, "ce_weight": 0.1}],  # SP, SP + KD
+    "nkd": [{}, {"temperature": 3.0, "gamma": 3.5}],      # ImageNet's and CIFAR-100's settings
+    "uskd": [{}, {"rank_log_probs": False}],               # the official ranking and the paper's text's
 }
 
 
@@ -70,7 +72,12 @@ def train(method, ds, teacher=None, model="resnet8", steps=STEPS, lr=0.05, seed=
     student = kd.models.create(model, ds.num_classes, in_channels=ds.in_channels).train()
     data = loader(ds, seed, method.same_class)
     method.setup(data.y, ds.num_classes, DEVICE, seed)
-    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    params = list(student.parameters())
+    owned = method.build(student, teacher, torch.zeros(2, *ds.x_train.shape[1:]))
+    if owned is not None:  # the method's own modules train with the student
+        method.owned = owned
+        params += list(owned.parameters())
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
     history, epoch = [], 0
     while len(history) < steps:
         data.set_epoch(epoch)
@@ -127,7 +134,7 @@ def test_method_trains_and_loss_goes_down(name, hp, digits, teacher):
 
 
 def test_method_flags():
-    teacher_methods = {"kd", "takd", "self_distillation", "dkd", "dist", "mixup_kd", "sp"}
+    teacher_methods = {"kd", "takd", "self_distillation", "dkd", "dist", "mixup_kd", "sp", "nkd"}
     for name in kd.methods.available():
         method = kd.methods.create(name)
         assert method.needs_teacher == (name in teacher_methods), name
@@ -300,7 +307,7 @@ def test_create_rejects_unknown_hyperparameters():
         kd.methods.create("ce", temperature=4.0)
 
 
-@pytest.mark.parametrize("name", ["kd", "takd", "self_distillation", "dkd", "dist", "bake", "mixup_kd"])
+@pytest.mark.parametrize("name", ["kd", "takd", "self_distillation", "dkd", "dist", "bake", "mixup_kd", "nkd"])
 @pytest.mark.parametrize("T", [0.0, -4.0])
 def test_bad_temperature_raises(name, T):
     with pytest.raises(ValueError, match="temperature"):
@@ -314,7 +321,7 @@ def test_bad_temperature_raises(name, T):
     ("mixup", {"mixup_alpha": 0.0}, "mixup_alpha"), ("dkd", {"beta": -1.0}, "beta"),
     ("dist", {"gamma": -1.0}, "gamma"), ("kd", {"kd_weight": -0.5}, "kd_weight"),
     ("bake", {"same_class": -1}, "same_class"), ("zipf_ls", {"power": -1.0}, "power"),
-    ("mixup_kd", {"sampler": "random"}, "sampler"),
+    ("mixup_kd", {"sampler": "random"}, "sampler"), ("nkd", {"gamma": -1.0}, "gamma"), ("uskd", {"mu": -0.1}, "mu"),
 ])
 def test_bad_hyperparameters_raise(name, hp, word):
     with pytest.raises(ValueError, match=word):
@@ -379,6 +386,22 @@ class _MutualPeer(kd.methods.Method):
         logits, targets = kd.metrics.predict(self.owned, eval_loader)
         self.owned.train()
         return {"peer_top1": 100 * kd.metrics.accuracy(logits, targets)}
+
+
+def test_uskd_weak_head_reads_the_second_to_last_stage(digits):
+    """USKD's weak head is a linear classifier on the pooled maps of the student's second-to-last
+    stage (resnet8: 32 channels), trained with the student; a one-stage model is a clear error."""
+    method = kd.methods.create("uskd")
+    method.setup(digits.y_train, 10, DEVICE, 0)
+    student = kd.models.create("resnet8", 10, in_channels=1)
+    example = torch.zeros(2, *digits.x_train.shape[1:])
+    head = method.build(student, None, example)
+    assert (head.in_features, head.out_features) == (32, 10)
+    method.owned = head
+    loader = Loader(digits.x_train, digits.y_train, digits.mean, digits.std, batch_size=BATCH, train=True, seed=0)
+    _, terms = method.forward_train(student, None, next(iter(loader)))
+    terms["uskd"].backward()
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
 
 
 def test_networks_trained_together_in_one_loop_each_evaluated(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from kd import models
 PARAMS_CIFAR100 = {
     "resnet8": 0.084, "resnet14": 0.181, "resnet20": 278_324, "resnet32": 472_756, "resnet44": 0.667,
     "resnet56": 861_620, "resnet110": 1_736_564, "resnet8x4": 1_233_540, "resnet32x4": 7_433_860,
-    "resnet50": 23_705_252, "resnet18": 11.220,
+    "resnet50": 23_705_252, "resnet18": 11.220, "resnet34": 21.328,
     "wrn_16_1": 0.181, "wrn_16_2": 703_284, "wrn_40_1": 569_780, "wrn_40_2": 2_255_156,
     "vgg8": 3_965_028, "vgg13": 9_462_180,
     "mobilenetv2": 812_836, "shufflenetv1": 949_258, "shufflenetv2": 1_355_528,

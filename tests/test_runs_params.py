@@ -654,3 +654,24 @@ def test_does_kd_work_plans_self_distillation_an_ensemble_mixup_and_interpolated
             assert c.init_from.hash() == teacher.hash() and c.init_lambda == lam and c.teacher.hash() == teacher.hash()
     probs = E.ensemble_log_probs([torch.zeros(2, 3), torch.tensor([[0.0, 0.0, 10.0], [0.0, 0.0, 0.0]])]).exp()
     assert torch.allclose(probs.sum(1), torch.ones(2)) and probs[1].allclose(torch.full((3,), 1 / 3))
+
+
+def test_nkd_shares_the_dkd_and_ls_runs_and_trains_the_teacher_free_rows_without_a_teacher():
+    """On cpu the pair's CE, KD and DKD are the DKD notebook's runs and LS the label-smoothing
+    notebook's (the same configurations, so the same cached runs); the teacher-free rows have no
+    teacher; the official ranking row of Section 4.4 is the USKD row itself."""
+    P = Profile("cpu", params=PARAMS, check_device=False)
+    sec = P.section("nkd")
+    plan = importlib.import_module("kd.experiments.nkd").plan(P, sec)
+    dkd_sec = P.section("dkd")
+    dkd_E = importlib.import_module("kd.experiments.dkd")
+    dkd = dkd_E.plan(P, dkd_sec)["pairs"]
+    pair = dkd_E.label(sec["pair"])
+    for row in ("CE", "KD", "DKD"):
+        assert [c.hash() for c in plan["teacher"][row]] == [c.hash() for c in dkd[f"{pair} {row}"]], row
+    ls = importlib.import_module("kd.experiments.when_ls_helps").plan(P, P.section("when_ls_helps"))["networks"]["LS"]
+    assert [c.hash() for c in plan["self"]["LS"]] == [c.hash() for c in ls]
+    assert all(not c.teachers for row in plan["self"].values() for c in row)
+    official = plan["rank_form"]["official: log-probabilities"]
+    assert [c.hash() for c in official] == [c.hash() for c in plan["self"]["USKD"][:len(official)]]
+    assert all(c.method_args["rank_log_probs"] is False for c in plan["rank_form"]["paper's text: probabilities"])

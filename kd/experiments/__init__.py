@@ -15,8 +15,11 @@ import importlib
 from functools import cached_property
 
 import pandas as pd
+import torch
+import torch.nn.functional as F
 
 from kd import data as kd_data
+from kd import losses
 from kd import metrics as kd_metrics
 from kd.train import TrainConfig
 
@@ -179,3 +182,27 @@ def teacher_frame(teachers: dict[str, list], temperature: float) -> pd.DataFrame
                          f"entropy at T={temperature:g}": output_entropy(r, temperature),
                          "epochs in all": total_epochs(r.config), "train time (s)": r.summary["train_time_s"]})
     return pd.DataFrame(rows).sort_values("seed", kind="stable").reset_index(drop=True)
+
+
+def decomposition(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+                  temperature: float = 4.0) -> pd.DataFrame:
+    """Per sample: KD, TCKD, NCKD (from kd.losses, each on a batch of one, so that the batch
+    mean is the sample's value), the coupling weight w = 1 - p_t,target at temperature T,
+    and |KD - (TCKD + w NCKD)|: DKD's Eq. 5, KD = TCKD + (1 - p_t,target) NCKD, per sample."""
+    s, t, y = student_logits.double(), teacher_logits.double(), target.long()
+    rows = []
+    for i in range(len(y)):
+        si, ti, yi = s[i:i + 1], t[i:i + 1], y[i:i + 1]
+        rows.append((losses.kd_loss(si, ti, temperature).item(), losses.tckd_loss(si, ti, yi, temperature).item(),
+                     losses.nckd_loss(si, ti, yi, temperature).item()))
+    df = pd.DataFrame(rows, columns=["kd", "tckd", "nckd"])
+    df["weight"] = coupling_weight(teacher_logits, target, temperature).numpy()
+    df["weight_T1"] = coupling_weight(teacher_logits, target, 1.0).numpy()
+    df["abs_error"] = (df["kd"] - (df["tckd"] + df["weight"] * df["nckd"])).abs()
+    return df
+
+
+def coupling_weight(teacher_logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """1 - p_t,target of softmax(z_t / T): the weight KD puts on NCKD (DKD Eq. 5)."""
+    p = F.softmax(teacher_logits.double() / temperature, dim=1)
+    return 1 - p.gather(1, target.long().view(-1, 1)).squeeze(1)

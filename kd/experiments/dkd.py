@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from kd import data as kd_data
-from kd import losses
 from kd.metrics import predict
+from kd.experiments import coupling_weight, decomposition  # noqa: F401  (E.decomposition, E.coupling_weight in the notebook)
 from kd.experiments import pair_label as label, paper_pair  # noqa: F401  (E.label, E.paper_pair in the notebook)
 from kd.train import TrainConfig
 
@@ -117,30 +116,6 @@ def train_logits(model: torch.nn.Module, ds: kd_data.Dataset, device="cpu") -> t
     loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=512, train=False, device=device)
     logits, targets = predict(model.to(device), loader)
     return logits.cpu(), targets.cpu()
-
-
-def decomposition(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
-                  temperature: float = 4.0) -> pd.DataFrame:
-    """Per sample: KD, TCKD, NCKD (from kd.losses, each on a batch of one, so that the batch
-    mean is the sample's value), the coupling weight w = 1 - p_t,target at temperature T,
-    and |KD - (TCKD + w NCKD)|: DKD's Eq. 5, KD = TCKD + (1 - p_t,target) NCKD, per sample."""
-    s, t, y = student_logits.double(), teacher_logits.double(), target.long()
-    rows = []
-    for i in range(len(y)):
-        si, ti, yi = s[i:i + 1], t[i:i + 1], y[i:i + 1]
-        rows.append((losses.kd_loss(si, ti, temperature).item(), losses.tckd_loss(si, ti, yi, temperature).item(),
-                     losses.nckd_loss(si, ti, yi, temperature).item()))
-    df = pd.DataFrame(rows, columns=["kd", "tckd", "nckd"])
-    df["weight"] = coupling_weight(teacher_logits, target, temperature).numpy()
-    df["weight_T1"] = coupling_weight(teacher_logits, target, 1.0).numpy()
-    df["abs_error"] = (df["kd"] - (df["tckd"] + df["weight"] * df["nckd"])).abs()
-    return df
-
-
-def coupling_weight(teacher_logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
-    """1 - p_t,target of softmax(z_t / T): the weight KD puts on NCKD (DKD Eq. 5)."""
-    p = F.softmax(teacher_logits.double() / temperature, dim=1)
-    return 1 - p.gather(1, target.long().view(-1, 1)).squeeze(1)
 
 
 def sweep_frame(sweep: dict[str, list], key: str = "top1") -> pd.DataFrame:
