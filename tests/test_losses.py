@@ -182,6 +182,49 @@ def test_uskd_target_weight_and_gradients():
     torch.testing.assert_close(L.uskd_loss(TEA, S, Y, 1.0, 0.0, 0.0), -(weight * log_s).mean())
 
 
+def _camkd_inputs():
+    """The fixed inputs of the camkd_* golden entries (their `call` says the same)."""
+    teachers = [TEA, TIED, DENSE[:, :, 0, 0] * 3]
+    maps_s = [DENSE, DENSE.flip(0), 0.5 * DENSE]
+    maps_t = [DENSE.roll(1, dims=1), DENSE.flip(0).roll(2, dims=1), DENSE.transpose(2, 3)]
+    heads = [S, S.flip(0), TEA.flip(1)]
+    return teachers, maps_s, maps_t, heads
+
+
+@pytest.mark.parametrize("K", [3, 2])
+@pytest.mark.parametrize("T", [4.0, 2.0])
+def test_camkd_and_aver_match_official(T, K):
+    teachers, maps_s, maps_t, heads = _camkd_inputs()
+    assert_close(L.camkd_kd_loss(S, teachers[:K], Y, T), f"camkd_kd_T{T:g}_K{K}")
+    assert_close(L.average_kd_loss(S, teachers[:K], T), f"aver_kd_T{T:g}_K{K}")
+    assert_close(L.camkd_feature_loss(maps_s[:K], maps_t[:K], heads[:K], Y), f"camkd_feature_K{K}")
+    assert_close(L.camkd_weights(heads[:K], Y), f"camkd_feature_weights_K{K}")
+
+
+def test_camkd_weights_favour_the_teacher_right_on_the_sample_and_sum_to_one():
+    teachers = _camkd_inputs()[0]
+    w = L.camkd_weights(teachers, Y)
+    torch.testing.assert_close(w.sum(0), torch.ones(8, dtype=torch.float64))
+    ce = torch.stack([F.cross_entropy(z, Y, reduction="none") for z in teachers])
+    assert torch.equal(w.argmax(0), ce.argmin(0)), "the lowest cross-entropy gets the largest weight"
+    with pytest.raises(ValueError, match="at least 2"):
+        L.camkd_weights(teachers[:1], Y)
+    # equal teachers: equal weights, and the KD term is 1/K of the single teacher's KD (the official scale)
+    same = [TEA, TEA, TEA]
+    torch.testing.assert_close(L.camkd_weights(same, Y), torch.full((3, 8), 1 / 3, dtype=torch.float64))
+    torch.testing.assert_close(L.camkd_kd_loss(S, same, Y, 4.0), L.kd_loss(S, TEA, 4.0) / 3)
+    torch.testing.assert_close(L.average_kd_loss(S, same, 4.0), L.kd_loss(S, TEA, 4.0))
+
+
+def test_camkd_feature_weights_carry_gradient_as_in_the_official_code():
+    """The feature term's weights come from the teachers' heads on the adapted student maps and
+    are not detached: the head logits get a gradient even where the maps already match."""
+    _, maps_s, _, heads = _camkd_inputs()
+    heads = [h.clone().requires_grad_() for h in heads]
+    L.camkd_feature_loss(maps_s, [m + 1 for m in maps_s], heads, Y).backward()
+    assert all(h.grad is not None and h.grad.abs().sum() > 0 for h in heads)
+
+
 def test_sp_properties():
     """Zero for the same similarities (any positive scale of the activations: rows are
     normalised), at most 4 (two unit rows differ by at most 2 in norm, B rows over B^2), and a

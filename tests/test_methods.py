@@ -43,6 +43,9 @@ VARIANTS = {
     "sp": [{}, {"kd_weight": 0.9, "ce_weight": 0.1}],  # SP, SP + KD
     "nkd": [{}, {"temperature": 3.0, "gamma": 3.5}],      # ImageNet's and CIFAR-100's settings
     "uskd": [{}, {"rank_log_probs": False}],               # the official ranking and the paper's text's
+    # CA-MKD (its feature term from the first step: with the official warm-up the term, weight 50, starts in the
+    # second epoch and the loss jumps there; test_camkd_feature_term_starts_after_its_warmup), logits only, AVER
+    "camkd": [{"feature_warmup": 0}, {"feature_weight": 0.0}, {"weighting": "average", "feature_weight": 0.0}],
 }
 
 
@@ -97,13 +100,12 @@ def train(method, ds, teacher=None, model="resnet8", steps=STEPS, lr=0.05, seed=
     return history
 
 
-@pytest.fixture(scope="module")
-def teacher(digits):
+def _ce_teacher(digits, seed: int):
     """resnet8 trained with cross-entropy for 60 steps (about 70% accuracy on a training batch)."""
-    torch.manual_seed(123)
+    torch.manual_seed(seed)
     model = kd.models.create("resnet8", digits.num_classes, in_channels=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    data = loader(digits, seed=123)
+    data = loader(digits, seed=seed)
     steps = 0
     for epoch in range(10):
         data.set_epoch(epoch)
@@ -117,6 +119,17 @@ def teacher(digits):
                 return model.eval().requires_grad_(False)
 
 
+@pytest.fixture(scope="module")
+def teacher(digits):
+    return _ce_teacher(digits, seed=123)
+
+
+@pytest.fixture(scope="module")
+def ensemble(digits, teacher):
+    """Two teachers for the methods that weigh several (CA-MKD): the module's teacher and another seed's."""
+    return kd.models.Ensemble([teacher, _ce_teacher(digits, seed=124)])
+
+
 def test_every_registered_method_is_tested():
     assert sorted(VARIANTS) == kd.methods.available()
 
@@ -126,15 +139,15 @@ def _variant_id(v) -> str:
 
 
 @pytest.mark.parametrize("name,hp", [(n, hp) for n, variants in VARIANTS.items() for hp in variants], ids=_variant_id)
-def test_method_trains_and_loss_goes_down(name, hp, digits, teacher):
+def test_method_trains_and_loss_goes_down(name, hp, digits, teacher, ensemble):
     method = kd.methods.create(name, **hp)
-    history = train(method, digits, teacher if method.needs_teacher else None)
+    history = train(method, digits, (ensemble if name == "camkd" else teacher) if method.needs_teacher else None)
     first, last = sum(history[:5]) / 5, sum(history[-5:]) / 5
     assert last < 0.9 * first, f"{name} {hp}: loss {first:.3f} -> {last:.3f}: {history}"
 
 
 def test_method_flags():
-    teacher_methods = {"kd", "takd", "self_distillation", "dkd", "dist", "mixup_kd", "sp", "nkd"}
+    teacher_methods = {"kd", "takd", "self_distillation", "dkd", "dist", "mixup_kd", "sp", "nkd", "camkd"}
     for name in kd.methods.available():
         method = kd.methods.create(name)
         assert method.needs_teacher == (name in teacher_methods), name
@@ -322,6 +335,7 @@ def test_bad_temperature_raises(name, T):
     ("dist", {"gamma": -1.0}, "gamma"), ("kd", {"kd_weight": -0.5}, "kd_weight"),
     ("bake", {"same_class": -1}, "same_class"), ("zipf_ls", {"power": -1.0}, "power"),
     ("mixup_kd", {"sampler": "random"}, "sampler"), ("nkd", {"gamma": -1.0}, "gamma"), ("uskd", {"mu": -0.1}, "mu"),
+    ("camkd", {"weighting": "entropy"}, "weighting"), ("camkd", {"weighting": "average"}, "feature term"),
 ])
 def test_bad_hyperparameters_raise(name, hp, word):
     with pytest.raises(ValueError, match=word):
@@ -402,6 +416,23 @@ def test_uskd_weak_head_reads_the_second_to_last_stage(digits):
     _, terms = method.forward_train(student, None, next(iter(loader)))
     terms["uskd"].backward()
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+
+
+def test_camkd_feature_term_starts_after_its_warmup(digits, ensemble):
+    """The official code leaves the feature term out of epoch 1 (feature_warmup 1, epochs counted from 0
+    here); an ensemble of one teacher is refused before any work."""
+    method = kd.methods.create("camkd")
+    method.setup(digits.y_train, 10, DEVICE, 0)
+    student = kd.models.create("resnet8", 10, in_channels=1)
+    method.owned = method.build(student, ensemble, torch.zeros(2, *digits.x_train.shape[1:]))
+    assert len(method.owned) == 2, "one adapter per teacher"
+    batch = next(iter(loader(digits)))
+    method.on_epoch_start(0, EPOCHS)
+    assert set(method.forward_train(student, ensemble, batch)[1]) == {"ce", "kd"}
+    method.on_epoch_start(1, EPOCHS)
+    assert set(method.forward_train(student, ensemble, batch)[1]) == {"ce", "kd", "feature"}
+    with pytest.raises(ValueError, match="at least 2 teacher"):
+        method.build(student, kd.models.Ensemble(list(ensemble.members)[:1]), torch.zeros(2, *digits.x_train.shape[1:]))
 
 
 def test_networks_trained_together_in_one_loop_each_evaluated(tmp_path, monkeypatch):

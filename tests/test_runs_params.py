@@ -675,3 +675,29 @@ def test_nkd_shares_the_dkd_and_ls_runs_and_trains_the_teacher_free_rows_without
     official = plan["rank_form"]["official: log-probabilities"]
     assert [c.hash() for c in official] == [c.hash() for c in plan["self"]["USKD"][:len(official)]]
     assert all(c.method_args["rank_log_probs"] is False for c in plan["rank_form"]["paper's text: probabilities"])
+
+
+def test_camkd_plans_three_teachers_a_weak_set_and_shares_the_single_teacher_kd():
+    """Three teachers of one recipe (the params.yaml teacher and two other seeds, the same images); the
+    weak set stops the last one early; KD from one teacher is the DKD notebook's "KD (CE 1)" run."""
+    P = Profile("cpu", params=PARAMS, check_device=False)
+    sec = P.section("camkd")
+    E = importlib.import_module("kd.experiments.camkd")
+    plan = E.plan(P, sec)
+    teacher = P.teacher_config(sec["teacher"])
+    for c in plan["main"]["CA-MKD"]:
+        members = c.teachers
+        assert len(members) == 3 and members[0].hash() == teacher.hash() and len({m.seed for m in members}) == 3
+        assert all(m.replace(seed=teacher.seed).hash() == teacher.hash() for m in members)
+        assert c.method_args["weighting"] == "confidence" and c.method_args["feature_weight"] == 50.0
+    for c in plan["weak"]["CA-MKD, weak teacher"]:
+        *good, weak = c.teachers
+        assert weak.stop_epoch == sec["weak_stop_epoch"] and all(m.stop_epoch is None for m in good)
+    aver = plan["main"]["AVER"][0].method_args
+    assert aver["weighting"] == "average" and aver["feature_weight"] == 0.0
+    dkd_E = importlib.import_module("kd.experiments.dkd")
+    dkd_sec = P.section("dkd")
+    assert dkd_E.label(dkd_sec["pairs"][0]) == f"{sec['teacher']}->{sec['student']}", "the DKD ablation's pair"
+    single = dkd_E.plan(P, dkd_sec)["ablation"]["KD (CE 1)"]
+    assert [c.hash() for c in plan["main"]["KD (one teacher)"]] == [c.hash() for c in single]
+    assert len(plan["weak"]["AVER, weak teacher"]) == len(plan["ablation"]["CA-MKD, logits only"]) == 3

@@ -95,6 +95,15 @@ def _walk(node):
             yield from _walk(v)
 
 
+def ensemble_members(P, teacher: str, seed: int, size: int) -> list[TrainConfig]:
+    """The params.yaml teacher `teacher` for `seed` and `size - 1` copies trained with other seeds
+    (seed + 1000 k) on the teacher's data subset (its `data_seed`, else its seed: TrainConfig.load_data):
+    teachers of one architecture from different seeds (an ensemble teacher, several teachers)."""
+    t = P.teacher_config(teacher, seed)
+    data_seed = t.seed if t.data_seed is None else t.data_seed
+    return [t, *(t.replace(seed=t.seed + 1000 * k, data_seed=data_seed) for k in range(1, size))]
+
+
 def configs(plan) -> list[TrainConfig]:
     """Every TrainConfig of a plan, each configuration once, in the plan's order."""
     unique: dict[str, TrainConfig] = {}

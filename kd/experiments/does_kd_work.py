@@ -21,6 +21,7 @@ import torch
 
 from kd import data as kd_data
 from kd import metrics as kd_metrics
+from kd.experiments import ensemble_members
 from kd.models import ensemble_log_probs  # noqa: F401  (E.ensemble_log_probs in the notebook)
 from kd.train import TrainConfig
 
@@ -45,14 +46,6 @@ def lambda_label(lam: float) -> str:
     return f"SD, init lambda={float(lam):g}"
 
 
-def ensemble_members(P, sec: dict, seed: int) -> list[TrainConfig]:
-    """The params.yaml teacher and `ensemble_size - 1` copies trained with other seeds (seed + 1000 k)
-    on the teacher's data subset (its `data_seed`, else its seed: TrainConfig.load_data)."""
-    t = P.teacher_config(sec["teacher"], seed)
-    data_seed = t.seed if t.data_seed is None else t.data_seed
-    return [t, *(t.replace(seed=t.seed + 1000 * k, data_seed=data_seed) for k in range(1, int(sec["ensemble_size"])))]
-
-
 def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     """{"main": {row label: [TrainConfig per seed]}} with the rows of the module docstring."""
     rows: dict[str, list[TrainConfig]] = {}
@@ -62,7 +55,8 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
         add = lambda label, cfg: rows.setdefault(label, []).append(cfg)  # noqa: E731
         add("CE", P.config(s, "ce", seed=seed, paper="does_kd_work"))
         add("SD", P.config(s, "kd", seed=seed, method_args=kd_args(sec), teacher=t, paper="does_kd_work"))
-        add("ensemble", P.config(s, "kd", seed=seed, method_args=kd_args(sec), teacher=ensemble_members(P, sec, seed),
+        members = ensemble_members(P, sec["teacher"], seed, int(sec["ensemble_size"]))
+        add("ensemble", P.config(s, "kd", seed=seed, method_args=kd_args(sec), teacher=members,
                                  paper="does_kd_work"))
         add("SD + mixup", P.config(s, "mixup_kd", seed=seed, method_args=mixup_args(sec), teacher=t,
                                    paper="does_kd_work"))

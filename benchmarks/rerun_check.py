@@ -1,0 +1,96 @@
+"""Rerun one paper's committed study stage at another thread count and compare the verdicts.
+
+A CPU run's last digits depend on the CPU model and the thread count (README, Determinism); the
+verdicts rest on paired differences over seeds and must not hinge on those digits. This script
+retrains every run of the paper's stage (its teachers included) in a fresh run store with the
+profile's `threads` and `workers` replaced, executes the paper's notebook into a fresh results
+folder (the committed testbed verdict copied there, as the stage reads it), and writes
+results/benchmarks/rerun_<profile>_<paper>.json: each claim's verdict and difference, committed
+and rerun, and how many verdicts agree.
+
+    OMP_NUM_THREADS=2 python benchmarks/rerun_check.py --profile cpu --threads 2 --workers 1 pskd
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--threads", type=int, required=True, help="CPU threads per training in the rerun")
+    ap.add_argument("--workers", type=int, required=True, help="trainings at a time in the rerun")
+    ap.add_argument("--scratch", help="folder of the rerun's runs and results (default: a new temporary one, kept)")
+    ap.add_argument("paper")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from kd.__main__ import studies
+    from kd.env import device_name
+    from kd.io import atomic_write_text
+    from kd.params import load_params
+
+    committed_file = ROOT / "results" / args.profile / args.paper / "metrics.json"
+    testbed_file = ROOT / "results" / args.profile / "testbed" / "metrics.json"
+    if args.paper not in studies():  # before anything runs
+        raise SystemExit(f"unknown paper {args.paper!r}; known: {', '.join(studies())}")
+    for f in (committed_file, testbed_file):
+        if not f.exists():
+            raise SystemExit(f"{f.relative_to(ROOT)} is missing: run and commit the {args.profile} stage first")
+    if args.threads < 1 or args.workers < 1:
+        raise SystemExit("--threads and --workers must be at least 1")
+    params = load_params()
+    original = {k: params["profiles"][args.profile].get(k) for k in ("threads", "workers")}
+    if original == {"threads": args.threads, "workers": args.workers}:
+        raise SystemExit(f"the profile already trains with {original}: choose another thread count")
+
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix=f"rerun-{args.paper}-"))
+    params["profiles"][args.profile].update(threads=args.threads, workers=args.workers)
+    (scratch / "params.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (scratch / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    results = scratch / "results"
+    (results / args.profile / "testbed").mkdir(parents=True, exist_ok=True)
+    shutil.copy(testbed_file, results / args.profile / "testbed" / "metrics.json")
+    env = {**os.environ, "KD_PARAMS": str(scratch / "params.yaml"), "KD_RUNS": str(scratch / "runs"),
+           "KD_RESULTS": str(results), "MPLBACKEND": "Agg"}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "kd", "run-many", "--paper", args.paper, "--profile", args.profile],
+                   cwd=ROOT, env=env, check=True)
+    subprocess.run(["papermill", f"notebooks/{args.paper}.ipynb", str(scratch / f"{args.paper}.ipynb"),
+                    "-p", "profile", args.profile, "--cwd", "notebooks", "--no-progress-bar"],
+                   cwd=ROOT, env=env, check=True)
+    wall = time.perf_counter() - t0
+
+    committed = {c["key"]: c for c in json.loads(committed_file.read_text())["claims"]}
+    rerun_file = results / args.profile / args.paper / "metrics.json"
+    rerun = {c["key"]: c for c in json.loads(rerun_file.read_text())["claims"]}
+    claims = [{"key": k, "claim": committed[k]["claim"],
+               "committed": {f: committed[k].get(f) for f in ("verdict", "difference", "ci", "p_holm")},
+               "rerun": {f: rerun.get(k, {}).get(f) for f in ("verdict", "difference", "ci", "p_holm")}}
+              for k in committed]
+    agree = sum(c["committed"]["verdict"] == c["rerun"]["verdict"] for c in claims)
+    record = {"paper": args.paper, "profile": args.profile, "date": time.strftime("%Y-%m-%d"),
+              "machine": device_name(torch.device("cpu")), "committed_settings": original,
+              "rerun_settings": {"threads": args.threads, "workers": args.workers},
+              "wall_s": round(wall), "verdicts_agree": f"{agree} of {len(claims)}", "claims": claims}
+    out = ROOT / "results" / "benchmarks" / f"rerun_{args.profile}_{args.paper}.json"
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    print(f"{args.paper} ({args.profile}) rerun at {args.threads} threads x {args.workers} workers: verdicts agree on "
+          f"{agree} of {len(claims)}; wrote {out.relative_to(ROOT)} (runs kept in {scratch})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
