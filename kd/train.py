@@ -383,15 +383,12 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
             teacher = teacher.to(memory_format=torch.channels_last)
     method.setup(train_loader.y, ds.num_classes, device, cfg.seed)
     owned = method.build(model, teacher, torch.zeros(2, *ds.x_train.shape[1:], device=device))
-    params = list(model.parameters())
     if owned is not None:  # the method's own modules train with the student; model.pt holds the student only
         if dist.world > 1:
             raise NotImplementedError(f"method {cfg.method!r} owns trainable modules, which data-parallel "
                                       "training does not synchronise yet; train it in one process")
         method.owned = owned.to(device)
-        params += list(method.owned.parameters())
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(cfg, model, method)
     history: list[dict] = []
     if state is not None:
         model.load_state_dict(state["model"])
@@ -428,7 +425,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
         for step, batch in enumerate(log.steps(train_loader, epoch)):
             lr = learning_rate(cfg, epoch + step / steps_per_epoch)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             loss, terms = train_step(method, train_model, teacher, batch, optimizer, autocast)
             if pruned is not None:
                 kd_prune.apply(pruned)
@@ -442,7 +439,7 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
             sums = dict(zip(sums, stacked / dist.world))
         row = {"epoch": epoch + 1, "lr": lr}
         row.update({f"train_{k}": (v / steps_per_epoch).item() for k, v in sums.items()})
-        row["train_loss"] = sum(row[f"train_{k}"] for k in sums)
+        row["train_loss"] = sum(row[f"train_{k}"] for k in sums if k not in method.monitored)
         if cuda:
             torch.cuda.synchronize()
         row["epoch_time_s"] = time.perf_counter() - t0
@@ -514,14 +511,27 @@ def autocast_settings(device: torch.device, bf16: bool = True) -> dict:
     return dict(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
 
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, method: kd_methods.Method) -> torch.optim.SGD:
+    """SGD over the student and the method's own modules (`method.owned`); those train at
+    `method.owned_lr_scale` times the student's learning rate (a second parameter group with its
+    `lr_scale`) when that is not 1."""
+    params, scaled, scale = list(model.parameters()), [], method.owned_lr_scale
+    if method.owned is not None:
+        (params if scale == 1 else scaled).extend(method.owned.parameters())
+    groups = [{"params": params}] + ([{"params": scaled, "lr": cfg.lr * scale, "lr_scale": scale}] if scaled else [])
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
 def train_step(method: kd_methods.Method, model: torch.nn.Module, teacher: torch.nn.Module | None, batch,
                optimizer: torch.optim.Optimizer, autocast: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One training step, the same for every method and every caller (`fit`, `kd.timing`, the
-    benchmarks): the method's forward under autocast, the sum of its loss terms, backward, and
-    the optimiser's step. Returns (loss, terms); nothing waits for the device."""
+    benchmarks): the method's forward under autocast, the sum of its loss terms (its `monitored`
+    terms only logged), backward, and the optimiser's step. Returns (loss, terms); nothing waits
+    for the device (except a method that decides on the host, SwitOKD)."""
     with torch.autocast(**autocast):
         _, terms = method.forward_train(model, teacher, batch)
-    loss = sum(terms.values())
+    loss = sum(v for k, v in terms.items() if k not in method.monitored)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

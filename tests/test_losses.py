@@ -147,6 +147,55 @@ def test_uskd_matches_official(alpha, beta, mu):
             f"uskd_a{alpha:g}_b{beta:g}_mu{mu:g}"), rtol=1e-3)
 
 
+SWITOKD_CASES = {  # golden case: (teacher, student) logits, as golden_losses.json's `call` says
+    "st": lambda: (TEA, S), "ts": lambda: (S, TEA), "confident": lambda: (TEA + 6 * F.one_hot(Y, C), S),
+    "confident_swapped": lambda: (S, TEA + 6 * F.one_hot(Y, C)), "near": lambda: (S + F.one_hot(Y, C), S)}
+
+
+@pytest.mark.parametrize("case", SWITOKD_CASES)
+def test_switokd_matches_official(case):
+    """One step of the official train(): G, delta, the switch and both networks' losses. The cases
+    cover expert mode (ts, confident), learning mode because G <= delta (near) and learning mode
+    because of the code's extra condition, the teacher farther from the labels than the student
+    although G > delta (st, confident_swapped)."""
+    teacher, student = SWITOKD_CASES[case]()
+    name = f"switokd_{case}"
+    assert_close(L.switokd_gap(student, teacher), f"{name}_gap")
+    assert_close(L.switokd_threshold(student, teacher, Y), f"{name}_threshold")
+    expert = L.switokd_expert_mode(student, teacher, Y)
+    assert expert.dtype == torch.bool and float(expert) == golden(f"{name}_expert").item()
+    terms = L.mutual_learning_terms(student, teacher, Y, teacher_learns=not expert)
+    assert_close(terms["ce"] + terms["kl"], f"{name}_student_loss")
+    if expert:  # the official code computes no teacher loss in expert mode; ours is zero
+        assert terms["peer_ce"] == 0 and terms["peer_kl"] == 0
+    else:
+        assert_close(terms["peer_ce"] + terms["peer_kl"], f"{name}_teacher_loss")
+    if case == "st":  # G > delta here: only the extra condition keeps the teacher learning
+        assert L.switokd_gap(student, teacher) > L.switokd_threshold(student, teacher, Y)
+        assert L.switokd_label_distance(teacher, Y) > L.switokd_label_distance(student, Y)
+
+
+def test_switokd_distances_and_gradients():
+    """||p - y||_1 = 2 (1 - p_y) for a one-hot y; G is symmetric and at most d_s + d_t; each
+    network's KL has the other's prediction as a constant, and in expert mode nothing reaches the
+    teacher."""
+    p_y = F.softmax(S, 1).gather(1, Y[:, None]).squeeze(1)
+    torch.testing.assert_close(L.switokd_label_distance(S, Y), (2 * (1 - p_y)).mean())
+    torch.testing.assert_close(L.switokd_gap(S, TEA), L.switokd_gap(TEA, S))
+    assert L.switokd_gap(S, TEA) <= L.switokd_label_distance(S, Y) + L.switokd_label_distance(TEA, Y)
+    for teacher_learns in (True, False):
+        s, t = S.clone().requires_grad_(), TEA.clone().requires_grad_()
+        terms = L.mutual_learning_terms(s, t, Y, teacher_learns=teacher_learns)
+        (terms["ce"] + terms["kl"]).backward(retain_graph=True)
+        assert t.grad is None and s.grad is not None
+        s.grad = None
+        peer = terms["peer_ce"] + terms["peer_kl"]
+        assert peer.requires_grad == teacher_learns
+        if teacher_learns:
+            peer.backward()
+            assert s.grad is None and t.grad is not None
+
+
 def test_nkd_non_target_term_is_nckd_plus_the_teachers_non_target_entropy():
     """NKD keeps KD's non-target part on renormalised probabilities (DKD's NCKD, Eq. 3) without
     the (1 - p_t) weight KD puts on it: T^2 x NKD's non-target term = NCKD + T^2 H(t^)."""

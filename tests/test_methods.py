@@ -18,6 +18,7 @@ import kd.models
 import kd.metrics
 import kd.runs
 from kd import losses
+from kd import train as kd_train
 from kd.data import Loader
 
 STEPS = 30
@@ -46,6 +47,8 @@ VARIANTS = {
     # CA-MKD (its feature term from the first step: with the official warm-up the term, weight 50, starts in the
     # second epoch and the loss jumps there; test_camkd_feature_term_starts_after_its_warmup), logits only, AVER
     "camkd": [{"feature_warmup": 0}, {"feature_weight": 0.0}, {"weighting": "average", "feature_weight": 0.0}],
+    "dml": [{"teacher_model": "resnet14"}],               # the loss is both networks': it goes down too
+    "switokd": [{"teacher_model": "resnet14"}, {"teacher_model": "resnet14", "teacher_lr_scale": 5.0}],
 }
 
 
@@ -75,12 +78,10 @@ def train(method, ds, teacher=None, model="resnet8", steps=STEPS, lr=0.05, seed=
     student = kd.models.create(model, ds.num_classes, in_channels=ds.in_channels).train()
     data = loader(ds, seed, method.same_class)
     method.setup(data.y, ds.num_classes, DEVICE, seed)
-    params = list(student.parameters())
     owned = method.build(student, teacher, torch.zeros(2, *ds.x_train.shape[1:]))
     if owned is not None:  # the method's own modules train with the student
         method.owned = owned
-        params += list(owned.parameters())
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+    opt = kd_train.make_optimizer(kd_train.TrainConfig(lr=lr), student, method)  # momentum 0.9, weight decay 5e-4
     history, epoch = [], 0
     while len(history) < steps:
         data.set_epoch(epoch)
@@ -89,7 +90,7 @@ def train(method, ds, teacher=None, model="resnet8", steps=STEPS, lr=0.05, seed=
             logits, terms = method.forward_train(student, teacher, batch)
             assert logits.shape == (len(batch.y), ds.num_classes)
             assert terms and all(v.ndim == 0 and torch.isfinite(v) for v in terms.values()), terms
-            loss = sum(terms.values())
+            loss = sum(v for k, v in terms.items() if k not in method.monitored)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -336,6 +337,7 @@ def test_bad_temperature_raises(name, T):
     ("bake", {"same_class": -1}, "same_class"), ("zipf_ls", {"power": -1.0}, "power"),
     ("mixup_kd", {"sampler": "random"}, "sampler"), ("nkd", {"gamma": -1.0}, "gamma"), ("uskd", {"mu": -0.1}, "mu"),
     ("camkd", {"weighting": "entropy"}, "weighting"), ("camkd", {"weighting": "average"}, "feature term"),
+    ("dml", {"teacher_model": "resnet9"}, "teacher_model"), ("switokd", {"teacher_lr_scale": 0.0}, "teacher_lr_scale"),
 ])
 def test_bad_hyperparameters_raise(name, hp, word):
     with pytest.raises(ValueError, match=word):
@@ -446,3 +448,57 @@ def test_networks_trained_together_in_one_loop_each_evaluated(tmp_path, monkeypa
     assert {"train_peer_ce", "train_peer_kl", "peer_top1"} <= set(hist.columns)
     assert hist["peer_top1"].notna().all() and hist["train_peer_ce"].iloc[-1] < hist["train_peer_ce"].iloc[0]
     assert "owned" in torch.load(tmp_path / "checkpoint.pt", weights_only=False)["method"]
+
+
+def test_the_co_trained_teacher_starts_as_a_run_of_it_with_the_same_seed(digits):
+    """DML's and SwitOKD's teacher is initialised as kd.train.fit initialises a run of its
+    architecture with the run's seed (so the teacher trained alone is its paired control), and
+    building it leaves the global random state as it was."""
+    method = kd.methods.create("switokd", teacher_model="resnet14")
+    method.setup(digits.y_train, digits.num_classes, DEVICE, 3)
+    torch.manual_seed(3)
+    kd.models.create("resnet8", digits.num_classes, in_channels=1)  # the student, built first as in fit
+    state = torch.get_rng_state()
+    teacher = method.build(None, None, torch.zeros(2, *digits.x_train.shape[1:]))
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(3)
+    alone = kd.models.create("resnet14", digits.num_classes, in_channels=1)
+    assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), alone.state_dict().values()))
+
+
+def test_switokd_expert_mode_pauses_the_teacher_weights_and_optimiser_state(digits, monkeypatch):
+    """In expert mode the teacher's terms depend on no parameter, so train_step's
+    zero_grad(set_to_none=True) leaves its gradients None and SGD skips it: no update, no momentum
+    step, no weight decay (its momentum buffers, filled by earlier learning-mode steps, stay as they
+    were). As in the official code, its BatchNorm running statistics still move (it runs forward in
+    training mode). The student learns in both modes; the teacher's group keeps its lr scale."""
+    import kd.methods.switokd as switokd
+
+    method = kd.methods.create("switokd", teacher_model="resnet8", teacher_lr_scale=2.0)
+    torch.manual_seed(0)
+    student = kd.models.create("plane2", digits.num_classes, in_channels=1).train()
+    data = loader(digits)
+    method.setup(data.y, digits.num_classes, DEVICE, 0)
+    method.owned = method.build(student, None, torch.zeros(2, *digits.x_train.shape[1:])).train()
+    opt = kd_train.make_optimizer(kd_train.TrainConfig(lr=0.05), student, method)
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 0.1]
+    modes = [False, False, True, True, False]
+    decisions = iter(modes)
+    monkeypatch.setattr(switokd, "switokd_expert_mode", lambda *args: torch.tensor(next(decisions)))
+    clone = lambda tensors: [t.detach().clone() for t in tensors]  # noqa: E731
+    teacher_params = list(method.owned.parameters())
+    bn = next(m for m in method.owned.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    for expert, batch in zip(modes, data):
+        weights, students = clone(teacher_params), clone(student.parameters())
+        buffers = clone(opt.state[p]["momentum_buffer"] for p in teacher_params) if opt.state else None
+        running = bn.running_mean.clone()
+        _, terms = kd_train.train_step(method, student, None, batch, opt, kd_train.autocast_settings(DEVICE))
+        assert terms["expert"].item() == float(expert) and {"gap", "threshold"} <= set(terms)
+        moved = [not torch.equal(a, b) for a, b in zip(weights, teacher_params)]
+        assert all(not torch.equal(a, b) for a, b in zip(students, student.parameters()))
+        assert not torch.equal(running, bn.running_mean)
+        if expert:
+            assert not any(moved) and all(p.grad is None for p in teacher_params)
+            assert all(torch.equal(b, opt.state[p]["momentum_buffer"]) for b, p in zip(buffers, teacher_params))
+        else:
+            assert all(moved)

@@ -701,3 +701,28 @@ def test_camkd_plans_three_teachers_a_weak_set_and_shares_the_single_teacher_kd(
     single = dkd_E.plan(P, dkd_sec)["ablation"]["KD (CE 1)"]
     assert [c.hash() for c in plan["main"]["KD (one teacher)"]] == [c.hash() for c in single]
     assert len(plan["weak"]["AVER, weak teacher"]) == len(plan["ablation"]["CA-MKD, logits only"]) == 3
+def test_switokd_pairs_every_row_by_seed_and_shares_the_networks_trained_alone():
+    """On cpu the student alone is TAKD's plane2 CE run and the teacher alone the testbed's CE run (the
+    same configurations, so the same cached runs); DML and SwitOKD train the student with a co-trained
+    teacher of the teacher's architecture at the teacher-alone row's learning rate; the paper profile
+    keeps the official schedule (x0.1 from epochs 140, 200, 250 of 299) and learning rates."""
+    E = importlib.import_module("kd.experiments.switokd")
+    P = Profile("cpu", params=PARAMS, check_device=False)
+    sec = P.section("switokd")
+    rows = E.plan(P, sec)["rows"]
+    testbed = importlib.import_module("kd.experiments.testbed").plan(P, P.section("testbed"))["control"]["CE"]
+    takd = importlib.import_module("kd.experiments.takd").plan(P, P.section("takd"))["plane"]["ce"]
+    assert [c.hash() for c in rows["teacher alone"]] == [c.hash() for c in testbed]
+    assert [c.hash() for c in rows["student alone"]] == [c.hash() for c in takd]
+    for m in E.ONLINE:
+        for c, alone, teacher in zip(rows[m], rows["student alone"], rows["teacher alone"]):
+            assert c.replace(method="ce", method_args={}).hash() == alone.hash() and not c.teachers
+            assert c.method_args == {"teacher_model": teacher.model, "teacher_lr_scale": teacher.lr / c.lr}
+    assert [c.seed for c in rows["SwitOKD"]] == P.seeds
+    paper = Profile("paper", params=PARAMS, check_device=False)
+    rows = E.plan(paper, paper.section("switokd"))["rows"]
+    s, t = rows["SwitOKD"][0], rows["teacher alone"][0]
+    assert (s.model, s.lr, t.model, t.lr, s.epochs, s.batch_size) == ("mobilenetv2", 0.01, "wrn_16_2", 0.1, 299, 128)
+    step = 1 / 391  # one step of CIFAR-100's 50000 images in batches of 128
+    decays = [e for e in range(1, 299) if kd.train.learning_rate(s, e) < kd.train.learning_rate(s, e - step)]
+    assert [e + 1 for e in decays] == [140, 200, 250]  # the official epochs count from 1

@@ -129,6 +129,7 @@ def test_same_seed_gives_bit_identical_metrics(reference, tmp_path):
     ("ce", {}, 3, 2),             # checkpoint every 2 epochs: epoch 3 reruns from epoch 2
     ("pskd", {"alpha_T": 0.8}, 3, 1),   # method state (PS-KD's per-sample memory) is restored
     ("mixup", {"mixup_alpha": 1.0}, 2, 1),  # the method's own generator is restored
+    ("switokd", {"teacher_model": "plane2", "teacher_lr_scale": 2.0}, 2, 1),  # a co-trained teacher, its own lr
 ])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(reference, tmp_path, killed_at_epoch, method, method_args,
                                                          kill_in_epoch, checkpoint_every):

@@ -99,6 +99,8 @@ class Method:
     # the method's own trainable modules (CRD's embedding heads, auxiliary classifiers, ...), from
     # `build`: optimised with the student, checkpointed and resumed, never part of the deployed model
     owned: torch.nn.Module | None = None
+    owned_lr_scale = 1.0       # the owned modules' learning rate over the student's (same schedule)
+    monitored: tuple[str, ...] = ()  # terms of forward_train that are logged only (per-epoch means), not minimised
 
     def setup(self, train_labels: torch.Tensor, num_classes: int, device: torch.device, seed: int) -> None:
         """Called once before training with the training split's labels (on `device`)."""
