@@ -1,6 +1,7 @@
 """Datasets as uint8 tensors, and a loader that keeps them on the device.
 
-`load(name)` returns a `Dataset` (train and eval split, uint8 NCHW images, int64 labels).
+`load(name)` returns a `Dataset` (train and eval split, uint8 NCHW images, int64 labels);
+`load(name, views=2)` stacks a second image of each sample's class as extra channels (`add_views`).
 `Loader` puts one split on a device once and yields augmented, normalised batches with
 their sample indices (PS-KD needs them), optionally holding k same-class samples per
 anchor (BAKE needs them). All randomness comes from a CPU generator seeded by
@@ -52,6 +53,8 @@ DATASETS = tuple(INFO)
 # the testbed's fixed pairing (kd.data.fashion_pairs): pairs per split of Fashion-MNIST
 PAIRS_SEED = 20190101
 PAIRS_PER_SPLIT = {"train": 60000, "test": 10000}
+# the fixed draw of `add_views` (train split: this seed, test split: this seed + 1)
+VIEWS_SEED = 20230205
 
 
 def info(name: str) -> DatasetInfo:
@@ -88,12 +91,14 @@ class Dataset:
 
 def load(name: str, root: str | os.PathLike | None = None, *, train_subset: int | None = None,
          eval_subset: int | None = None, val_fraction: float = 0.0, seed: int = 0,
-         download: bool = False) -> Dataset:
+         download: bool = False, views: int | None = None) -> Dataset:
     """Load a dataset.
 
     train_subset / eval_subset take a class-balanced, seeded subset. val_fraction > 0 holds
     out that part of the training set (class-balanced) and evaluates on it instead of the
-    test set: use it for tuning, and the test set for reporting.
+    test set: use it for tuning, and the test set for reporting. views > 1: each sample holds
+    views - 1 more images of its class as extra channels (`add_views`), drawn from the whole
+    split before any subset is taken, so the samples and their order are those of views=None.
     """
     facts = info(name)
     if root is not None and not download and not Path(root).is_dir():  # never fall back to another copy
@@ -113,6 +118,10 @@ def load(name: str, root: str | os.PathLike | None = None, *, train_subset: int 
         if len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
             raise ValueError(f"{name} {split} labels must be in [0, {num_classes}), got "
                              f"[{int(labels.min())}, {int(labels.max())}]")
+    mean, std = facts.mean, facts.std
+    if views is not None:
+        x_tr, x_te = (add_views(x, y, views, VIEWS_SEED + i) for i, (x, y) in enumerate(((x_tr, y_tr), (x_te, y_te))))
+        mean, std = mean * views, std * views
     gen = torch.Generator().manual_seed(seed)
     eval_split = "test"
     if val_fraction > 0:
@@ -129,7 +138,7 @@ def load(name: str, root: str | os.PathLike | None = None, *, train_subset: int 
         idx = balanced_subset(y_te, eval_subset, gen)
         x_te, y_te = x_te[idx], y_te[idx]
     return Dataset(name, x_tr.contiguous(), y_tr, x_te.contiguous(), y_te, eval_split,
-                   num_classes, facts.mean, facts.std)
+                   num_classes, mean, std)
 
 
 def balanced_subset(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -214,6 +223,31 @@ def fashion_pairs(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int)
         items.append(torch.cat(members)[start[item_class] + draw])
     x = torch.cat([images[items[0]], images[items[1]]], 1)  # [n, 2, 28, 28]
     return x.contiguous(), pair_class.long()
+
+
+def add_views(images: torch.Tensor, labels: torch.Tensor, views: int, seed: int) -> torch.Tensor:
+    """images [N, C, H, W] -> [N, views * C, H, W]: each sample's own image (channels 0..C-1), then
+    views - 1 other images of its class (never itself), drawn at random from the split with a fixed
+    seed, so the draw is the same on every machine and for every subset. A second view carries
+    information about the label that the first lacks: a teacher that sees both holds decisive
+    information a student that sees only its own image cannot have (the image analogue of the
+    Modality Focusing Hypothesis's modality-specific features, kd/experiments/mfh.py)."""
+    if isinstance(views, bool) or not isinstance(views, int) or views < 2:
+        raise ValueError(f"views must be an integer >= 2 (None: the images alone), got {views!r}")
+    count = torch.bincount(labels)
+    if (count[labels] < 2).any():
+        raise ValueError("views need at least 2 images of every class in the split")
+    gen = torch.Generator().manual_seed(seed)
+    by_class = torch.argsort(labels, stable=True)  # the samples grouped by class
+    start = torch.cumsum(count, 0) - count
+    position = torch.empty_like(by_class)  # each sample's place within its class
+    position[by_class] = torch.arange(len(labels)) - start[labels[by_class]]
+    stacked = [images]
+    for _ in range(views - 1):
+        other = (torch.rand(len(labels), generator=gen) * (count[labels] - 1)).long()
+        other = other + (other >= position).long()  # skip the sample itself
+        stacked.append(images[by_class[start[labels] + other]])
+    return torch.cat(stacked, 1)
 
 
 def class_similarity(name: str) -> torch.Tensor | None:

@@ -143,6 +143,8 @@ class Net(nn.Module):
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()) if pool is None else pool
         self.hidden = nn.Identity() if hidden is None else hidden
         self.classifier = classifier
+        # the input channels the network sees (`create`'s `channels`; None: all); not in the state dict
+        self.register_buffer("seen_channels", None, persistent=False)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -153,6 +155,8 @@ class Net(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x, return_features=False):
+        if self.seen_channels is not None:
+            x = x.index_select(1, self.seen_channels)
         maps = []
         for stage in self.stages:
             x = stage(x)
@@ -360,9 +364,10 @@ def shapeable(name) -> bool:
     return getattr(_MODELS.get(name), "func", None) in (vgg, plane)
 
 
-def create(name, num_classes, in_channels=3, widths=None):
+def create(name, num_classes, in_channels=3, widths=None, channels=None):
     """Build model `name` for inputs with `in_channels` channels (32x32 CIFAR or 28x28 grayscale);
-    `widths`: the plain networks' convolution widths in order, replacing the architecture's own."""
+    `widths`: the plain networks' convolution widths in order, replacing the architecture's own;
+    `channels`: the input channels it sees (a sample's views, kd.data.add_views), None: all."""
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available models: {', '.join(available())}")
     if widths is not None and not shapeable(name):
@@ -372,4 +377,10 @@ def create(name, num_classes, in_channels=3, widths=None):
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be an integer >= 1, got {in_channels!r}")
-    return _MODELS[name](num_classes, in_channels, **({} if widths is None else {"widths": list(widths)}))
+    if channels is not None and (not channels or not set(channels) <= set(range(in_channels))):
+        raise ValueError(f"channels must be some of the input's channels 0..{in_channels - 1}, got {channels!r}")
+    model = _MODELS[name](num_classes, in_channels if channels is None else len(channels),
+                          **({} if widths is None else {"widths": list(widths)}))
+    if channels is not None:
+        model.seen_channels = torch.tensor(list(channels))
+    return model

@@ -89,9 +89,14 @@ class TrainConfig:
     # a student shaped from a pruned run of the same plain network: its convolution widths keep
     # as many weights as that run's convolutions have non-zero (kd.prune.shaped_widths)
     shape_from: "TrainConfig | None" = None
+    # each sample holds this many images of its class as channels (kd.data.add_views: its own, then
+    # others of its class), and the model sees only the views `seen_views` lists (None: all): two
+    # "modalities" of one sample, a teacher that sees both and a student that sees one (MFH)
+    views: int | None = None
+    seen_views: list | None = None
 
     # settings added after runs were stored: left out of the identity while unset, so those runs keep theirs
-    LATER_FIELDS = ("stop_epoch", "init_from", "prune", "shape_from", "init_lambda")
+    LATER_FIELDS = ("stop_epoch", "init_from", "prune", "shape_from", "init_lambda", "views", "seen_views")
 
     def __post_init__(self):
         if isinstance(self.teacher, dict):
@@ -164,8 +169,15 @@ class TrainConfig:
         """The data this configuration trains and evaluates on: its dataset, subsets drawn with
         `data_seed` (one subset for every seed, e.g. the shared teacher's) or else `seed`."""
         return kd_data.load(self.dataset, root, train_subset=self.train_subset, eval_subset=self.eval_subset,
-                            val_fraction=self.val_fraction,
+                            val_fraction=self.val_fraction, views=self.views,
                             seed=self.seed if self.data_seed is None else self.data_seed)
+
+    def seen_channels(self) -> list[int] | None:
+        """The input channels the model sees: those of its `seen_views` (None: every channel)."""
+        if self.seen_views is None:
+            return None
+        c = kd_data.info(self.dataset).channels
+        return [v * c + i for v in self.seen_views for i in range(c)]
 
     def hash(self) -> str:
         """A short content hash of the run's identity (teacher included)."""
@@ -207,6 +219,15 @@ class TrainConfig:
                 raise ValueError(f"shape_from must be a {self.model} run on {self.dataset} (its convolutions give "
                                  f"the student's widths), got {self.shape_from.model} on {self.shape_from.dataset}")
             self.shape_from.validate()
+        if self.views is not None and (isinstance(self.views, bool) or not isinstance(self.views, int)
+                                       or self.views < 2):
+            raise ValueError(f"views must be an integer >= 2 (None: the images alone), got {self.views!r}")
+        if self.seen_views is not None:
+            views = list(range(self.views or 1))
+            if self.views is None or not self.seen_views or len(set(self.seen_views)) != len(self.seen_views) \
+                    or not set(self.seen_views) < set(views):
+                raise ValueError(f"seen_views must list some, not all, of the views {views} (views: {self.views}) "
+                                 f"once each; got {self.seen_views!r} (None: the model sees every view)")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError(f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got lr={self.lr}, "
                              f"weight_decay={self.weight_decay}, momentum={self.momentum}")
@@ -232,6 +253,10 @@ class TrainConfig:
             if teacher.dataset != self.dataset:
                 raise ValueError(f"teacher trained on {teacher.dataset!r} but the student on "
                                  f"{self.dataset!r}: their class counts and inputs would not match")
+            if teacher.views != self.views:
+                raise ValueError(f"teacher trained with views={teacher.views} but the student with views="
+                                 f"{self.views}: the teacher reads the student's batches (seen_views chooses "
+                                 "what each one sees)")
             if method.same_architecture and teacher.model != self.model:
                 raise ValueError(f"{self.method!r} needs the teacher's architecture for the student: "
                                  f"teacher {teacher.model!r}, student {self.model!r}")
@@ -282,7 +307,8 @@ def load_model(run_dir: str | os.PathLike, device="cpu") -> torch.nn.Module:
     cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     facts = kd_data.info(cfg.dataset)
     widths = json.loads((run_dir / "final.json").read_text())["widths"] if cfg.shape_from is not None else None
-    model = kd_models.create(cfg.model, facts.num_classes, in_channels=facts.channels, widths=widths)
+    model = kd_models.create(cfg.model, facts.num_classes, in_channels=facts.channels * (cfg.views or 1),
+                             widths=widths, channels=cfg.seen_channels())
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
     return model.to(device).eval()
 
@@ -360,7 +386,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                                  train=False, device=device, channels_last=channels_last)
 
     torch.manual_seed(cfg.seed)
-    model = kd_models.create(cfg.model, ds.num_classes, in_channels=ds.in_channels, widths=widths).to(device)
+    model = kd_models.create(cfg.model, ds.num_classes, in_channels=ds.in_channels, widths=widths,
+                             channels=cfg.seen_channels()).to(device)
     if init is not None:
         if cfg.init_lambda is not None:  # between this seed's random initialisation and the run's weights
             own = model.state_dict()

@@ -176,6 +176,29 @@ def test_fashion_pairs_hold_two_items_and_a_label_that_names_both(tmp_path, no_s
     assert torch.bincount(sub.y_train, minlength=100).tolist() == [3] * 100
 
 
+def test_views_add_other_images_of_the_sample_class_and_keep_the_samples():
+    """kd.data.add_views (MFH's image analogue): view 0 is the dataset's own image, view 1 another image of
+    its class (never itself), drawn once with a fixed seed; subsets and their order are those of views=None."""
+    plain = data.load("digits", train_subset=200, eval_subset=100, seed=3)
+    ds = data.load("digits", train_subset=200, eval_subset=100, seed=3, views=2)
+    assert ds.x_train.shape[1] == 2 and ds.mean == plain.mean * 2 and ds.std == plain.std * 2
+    assert torch.equal(ds.x_train[:, :1], plain.x_train) and torch.equal(ds.y_train, plain.y_train)
+    assert torch.equal(ds.x_eval[:, :1], plain.x_eval) and torch.equal(ds.y_eval, plain.y_eval)
+    full = data.load("digits")
+    for x in (ds.x_train, ds.x_eval):
+        assert not (x[:, 0] == x[:, 1]).flatten(1).all(1).any(), "the other image is never the sample's own"
+    images = data.add_views(full.x_train, full.y_train, 3, seed=7)
+    assert images.shape[1] == 3 and torch.equal(images, data.add_views(full.x_train, full.y_train, 3, seed=7))
+    lookup = {bytes(im.flatten().numpy()): int(lb) for im, lb in zip(full.x_train, full.y_train)}
+    for i in range(0, len(full.y_train), 101):
+        assert {lookup[bytes(images[i, v].flatten().numpy())] for v in (1, 2)} == {int(full.y_train[i])}
+    for bad in (1, 0, True, 2.0):
+        with pytest.raises(ValueError, match="views must be an integer >= 2"):
+            data.add_views(full.x_train, full.y_train, bad, seed=0)
+    with pytest.raises(ValueError, match="at least 2 images of every class"):
+        data.add_views(full.x_train[:3], torch.tensor([0, 1, 1]), 2, seed=0)
+
+
 def test_class_similarity():
     pairs = data.class_similarity("fashion_pairs")
     assert pairs.shape == (100, 100) and torch.equal(pairs, pairs.T) and (pairs.diagonal() == 1).all()

@@ -2,7 +2,7 @@
 
 `golden_losses.json` holds numbers computed ONCE, outside this repository, by running the
 official code of each paper (mdistiller's KD and DKD, DIST's image_classification_sota,
-BAKE, Zipf LS, PS-KD, MIX-KD, TAKD; each entry names its repository, file and commit) on
+BAKE, Zipf LS, PS-KD, MIX-KD, TAKD, MFH's synthetic student; each entry names its repository, file and commit) on
 the inputs stored beside them (their recipe: seed 0, float64, 8 x 10 logits scaled by 3).
 Where our convention knowingly differs from an official one (TAKD's element-wise mean,
 DIST's epsilon, float32 internals of BAKE and Zipf), the entry's `convention` says so and
@@ -19,6 +19,7 @@ from scipy.stats import rankdata
 
 import kd.methods.bake
 from kd import losses as L
+from kd.experiments.mfh import student_loss
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_losses.json").read_text())
 RTOL = 1e-5  # our losses stay in float64; some official codes compute in float32 (rel. error ~1e-7)
@@ -194,6 +195,16 @@ def test_switokd_distances_and_gradients():
         if teacher_learns:
             peer.backward()
             assert s.grad is None and t.grad is not None
+
+
+@pytest.mark.parametrize("weights, name", [((1.0, 1.0), "mfh_student_loss_w1_1"),
+                                           ((0.5, 2.0), "mfh_student_loss_w0.5_2")])
+def test_mfh_synthetic_student_loss_matches_official(weights, name):
+    """MFH's synthetic student (gauss/main.py train_kd): CE + nn.KLDivLoss() at T = 1, an element-wise mean:
+    its KL term is kd_loss at T = 1 divided by the class count."""
+    assert_close(student_loss(S, TEA, Y, weights), name)
+    kl = student_loss(S, TEA, Y, (0.0, 1.0))
+    torch.testing.assert_close(kl, L.kd_loss(S, TEA, 1.0) / C, rtol=1e-12, atol=0.0)
 
 
 def test_nkd_non_target_term_is_nckd_plus_the_teachers_non_target_entropy():

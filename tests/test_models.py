@@ -92,3 +92,20 @@ def test_bad_arguments():
         models.create("resnet8", 1)
     with pytest.raises(ValueError, match="in_channels"):
         models.create("resnet8", 10, in_channels=0)
+    for channels in ([], [2], [0, 5]):
+        with pytest.raises(ValueError, match="channels must be some of the input's channels 0..1"):
+            models.create("resnet8", 10, in_channels=2, channels=channels)
+
+
+def test_a_model_sees_only_the_channels_it_is_given():
+    """`channels` (a sample's views, kd.data.add_views): the network reads those input channels only; they
+    are not part of its state dict, so its weights load into a network built the same way."""
+    torch.manual_seed(0)
+    model = models.create("resnet8", 10, in_channels=3, channels=[2]).eval()
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        out = model(x)
+        assert torch.equal(out, model(torch.cat([torch.randn(2, 2, 28, 28), x[:, 2:]], 1)))
+        plain = models.create("resnet8", 10, in_channels=1).eval()
+        plain.load_state_dict(model.state_dict())
+        assert torch.equal(plain(x[:, 2:]), out)

@@ -726,3 +726,23 @@ def test_switokd_pairs_every_row_by_seed_and_shares_the_networks_trained_alone()
     step = 1 / 391  # one step of CIFAR-100's 50000 images in batches of 128
     decays = [e for e in range(1, 299) if kd.train.learning_rate(s, e) < kd.train.learning_rate(s, e - step)]
     assert [e + 1 for e in decays] == [140, 200, 250]  # the official epochs count from 1
+
+
+def test_mfh_shares_the_testbed_runs_and_shows_the_student_only_its_own_image():
+    """MFH's image analogue on cpu: the student alone and KD from the teacher of the same image are the
+    testbed's positive-control runs; the teachers of the two-view data see both images or only the other,
+    and their students see only their own (view 0), as does the view check's CE run."""
+    P = Profile("cpu", params=PARAMS, check_device=False)
+    plan = importlib.import_module("kd.experiments.mfh").plan(P, P.section("mfh"))
+    control = importlib.import_module("kd.experiments.testbed").plan(P, P.section("testbed"))["control"]
+    images = plan["images"]
+    assert [c.hash() for c in images["CE"]] == [c.hash() for c in control["CE"]]
+    assert [c.hash() for c in images["KD, teacher sees the same image"]] == [c.hash() for c in control["KD"]]
+    for row, seen in (("KD, teacher sees both images", None), ("KD, teacher sees the other image", [1])):
+        assert all((c.views, c.seen_views, c.teacher.views, c.teacher.seen_views) == (2, [0], 2, seen)
+                   for c in images[row]), row
+        assert len({c.teacher.hash() for c in images[row]}) == 1, "one shared teacher per name on cpu"
+        assert [c.replace(views=None, seen_views=None, teacher=control["KD"][0].teacher).hash()
+                for c in images[row]] == [c.hash() for c in control["KD"]], "only the views differ"
+    check = plan["view_check"]["CE on view 0 of the two-view data"][0]
+    assert check.replace(views=None, seen_views=None).hash() == control["CE"][0].hash()

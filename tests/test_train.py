@@ -741,6 +741,39 @@ def test_an_interpolated_start_lies_between_the_seeds_initialisation_and_the_run
         tiny(init_lambda=0.5).validate()
 
 
+def test_a_model_that_sees_view_0_of_two_view_data_trains_as_on_the_plain_data(tmp_path):
+    """views / seen_views (MFH's image analogue): a student that sees only view 0 of the two-view data gets
+    the plain dataset's images, batches and augmentation, so it trains to the plain run bit for bit; a
+    teacher that sees both views (or only view 1) distils to it through the same batches."""
+    assert "views" not in tiny().identity() and "seen_views" not in tiny().identity(), "unset: old runs keep theirs"
+    train(tiny(), tmp_path / "plain")
+    own = tiny(views=2, seen_views=[0])
+    train(own, tmp_path / "own")
+    pd.testing.assert_frame_equal(metrics(tmp_path / "own"), metrics(tmp_path / "plain"), check_exact=True)
+    assert own.hash() != tiny().hash()
+    for seen, name in ((None, "both"), ([1], "other")):
+        teacher = tiny(views=2, seen_views=seen)
+        train(teacher, tmp_path / name)
+        model = kd_train.load_model(tmp_path / name)
+        assert model.stages[0][0][0].in_channels == (2 if seen is None else 1)
+        student = own.replace(method="kd", teacher=teacher)
+        summary = train(student, tmp_path / f"kd-{name}", teacher=model)
+        assert math.isfinite(summary["top1"]) and "agreement" in summary
+        assert kd_train.load_model(tmp_path / f"kd-{name}").seen_channels.tolist() == [0]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"views": 1}, "views must be an integer >= 2"),
+    ({"seen_views": [0]}, "seen_views must list some, not all, of the views"),
+    ({"views": 2, "seen_views": [0, 1]}, "seen_views must list some, not all"),
+    ({"views": 2, "seen_views": [2]}, "seen_views must list some, not all"),
+    ({"views": 2, "seen_views": [0], "method": "kd", "teacher": tiny()}, "teacher trained with views=None"),
+])
+def test_bad_view_settings_are_clear_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**changes).validate()
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"prune": {"amount": 0.5}}, "prune needs init_from"),
     ({"init_from": "dense", "prune": {"amount": 1.5}}, "prune amount is the fraction"),
