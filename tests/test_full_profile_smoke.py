@@ -35,6 +35,7 @@ def full_on_cpu(tmp_path_factory):
     sd["hessian_samples"]["full"], sd["power_iterations"]["full"], sd["perturbation_draws"]["full"] = 64, 5, 2
     params["sp"]["batch_sizes"]["full"] = [64, 128]  # a training batch of at most the 200 images
     params["mfh"]["synthetic_seeds"]["full"] = 2  # the synthetic runs: seconds each, 10 seeds on full
+    params["camkd"]["weak_stop_epoch"]["full"] = 1  # the weak teacher stops within the 1-epoch teachers
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {"KD_PARAMS": str(tmp / "params.yaml"), "KD_RUNS": str(tmp / "runs"),
            "KD_RESULTS": str(tmp / "results"), "MPLBACKEND": "Agg"}
