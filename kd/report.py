@@ -30,7 +30,7 @@ import pandas as pd
 
 from kd.io import atomic_write_text
 from kd.params import ROOT, read_yaml
-from kd.stats import VERDICTS, adjusted_verdict, check, compare, holm, trend  # noqa: F401  (the notebooks' API)
+from kd.stats import VERDICTS, adjusted_verdict, any_better, check, compare, holm, trend  # noqa: F401  (the notebooks' API)
 
 PAPER_RESULTS = ROOT / "data" / "paper_results.yaml"
 CONTROL_PAPER, CONTROL_KEY = "testbed", "positive_control"

@@ -23,7 +23,8 @@ better (d > margin; against: d < 0), not_worse (d > -margin; against: d < -margi
 not_better (d < margin; against: d > margin), equivalent (TOST: -margin < d < margin;
 against: |d| > margin). Each side is a one-sided paired t-test at alpha / 2, so that a
 verdict agrees with the two-sided 95% CI. Trends (`trend`) are tested by an exact (or
-Monte Carlo) permutation test of Spearman's rho, permuting within seeds. Identities and other
+Monte Carlo) permutation test of Spearman's rho, permuting within seeds; "one of several beats a
+reference" (`any_better`) by Holm over the candidates. Identities and other
 deterministic checks (`check`) are pass/fail against a tolerance, never t-tests. `holm`
 corrects one paper's p-values for the number of its claims.
 """
@@ -135,6 +136,37 @@ def compare(a, b, *, claim: str = "better", higher_is_better: bool = True, margi
         evidence += f" (fewer than {MIN_SEEDS} seeds: not tested)"
     return {"verdict": verdict, "test": test, "n": n, "difference": diff, "ci": [lo, hi], "p": p,
             "p_support": p_support, "p_contra": p_contra, "claim_kind": claim, "evidence": evidence}
+
+
+def any_better(candidates: dict, reference, *, margin: float, alpha: float = ALPHA) -> dict:
+    """Verdict for "some candidate beats the reference" ("the most accurate teacher is not the best
+    teacher") from paired per-seed values: {name: values} against the reference's values.
+
+    For: each candidate `compare(claim="better")` with the reference, Holm over the candidates,
+    the smallest adjusted p (a union of tests). Against: the reference is not worse than any
+    candidate by more than `margin` (`compare(claim="not_worse")` of the reference with each, an
+    intersection-union test: the largest p, no correction). The difference and CI are the
+    candidate with the strongest support's, minus the reference (`best` names it).
+    """
+    if not candidates:
+        raise ValueError("any_better needs at least one candidate")
+    ups = {k: compare(v, reference) for k, v in candidates.items()}
+    names = list(ups)
+    adjusted = holm([ups[k]["p_support"] for k in names])
+    i = min(range(len(names)), key=lambda j: (math.inf if math.isnan(adjusted[j]) else adjusted[j], j))
+    best = ups[names[i]]
+    holds = [compare(reference, v, claim="not_worse", margin=margin) for v in candidates.values()]
+    p_support, p_contra = adjusted[i], max(h["p_support"] for h in holds)
+    n = best["n"]
+    verdict = _verdict(n, p_support, p_contra, alpha)
+    test = (f"paired t of each of {len(names)} against the reference, Holm (for); the reference "
+            f"not worse than each by {margin:g}, intersection-union (against)")
+    p = min(p_support, p_contra) if not math.isnan(p_support) else math.nan
+    evidence = (f"best {names[i]}: {best['evidence'].split(', paired')[0]}; {test}; p for {p_support:.3g}, "
+                f"against {p_contra:.3g}" if n > 1 else best["evidence"])
+    return {"verdict": verdict, "test": test, "n": n, "difference": best["difference"], "ci": best["ci"],
+            "p": p, "p_support": p_support, "p_contra": p_contra, "claim_kind": "any_better", "best": names[i],
+            "evidence": evidence}
 
 
 def _standard_ranks(v: np.ndarray) -> np.ndarray | None:

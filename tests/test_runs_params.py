@@ -617,6 +617,67 @@ def test_prue_plans_one_shot_pruned_teachers_fine_tuned_from_the_dense_one():
         E.plan(P, {**sec, "compare_sparsity": 0.4})
 
 
+def test_sweet_spot_plans_a_grid_with_the_teachers_stage_teacher_and_its_checkpoints():
+    """The teacher's sweet spot (kd/experiments/sweet_spot.py) on cpu: the grid of batch sizes x epochs
+    holds the teachers stage's teacher (the same run), the checkpoints are that teacher stopped early,
+    KD from it is the testbed's KD run, the LS students are label smoothing at each alpha; a design without
+    the profile's teacher in its grid, or an early_epoch that is no checkpoint, is an error."""
+    P = Profile("cpu", params=PARAMS, check_device=False)
+    sec = P.section("sweet_spot")
+    E = importlib.import_module("kd.experiments.sweet_spot")
+    plan = E.plan(P, sec)
+    base = P.teacher_config(sec["pair"]["teacher"])
+    conv = E.converged_label(P, sec)
+    assert plan["teachers"][conv][0].hash() == base.hash()
+    assert len(plan["teachers"]) == len(sec["checkpoints"]) + len(sec["batch_sizes"]) * len(sec["teacher_epochs"])
+    for e in sec["checkpoints"]:
+        t = plan["teachers"][E.teacher_label(base.replace(stop_epoch=e))][0]
+        assert t.replace(stop_epoch=None).hash() == base.hash()
+    for b in sec["batch_sizes"]:
+        for e in sec["teacher_epochs"]:
+            t = plan["teachers"][f"batch {b}, {e} epochs"][0]
+            assert (t.batch_size, t.epochs, t.lr, t.model) == (b, e, base.lr, base.model)
+    T = Profile("cpu", params=PARAMS, check_device=False)
+    testbed = importlib.import_module("kd.experiments.testbed").plan(T, T.section("testbed"))
+    assert [c.hash() for c in plan["main"][f"KD, {conv}"]] == [c.hash() for c in testbed["control"]["KD"]]
+    assert [c.hash() for c in plan["main"]["CE"]] == [c.hash() for c in testbed["control"]["CE"]]
+    for a in sec["ls_alphas"]:
+        assert all(c.method == "label_smoothing" and c.method_args == {"smoothing": a}
+                   for c in plan["main"][E.ls_label(a)])
+    assert E.early_label(P, sec) in plan["teachers"]
+    with pytest.raises(ValueError, match="must be a point of the grid"):
+        E.plan(P, {**sec, "teacher_epochs": [15]})
+    with pytest.raises(ValueError, match="early_epoch 20 must be one of"):
+        E.plan(P, {**sec, "early_epoch": 20})
+    with pytest.raises(ValueError, match="checkpoints"):
+        E.plan(P, {**sec, "checkpoints": [15, base.epochs]})
+
+
+def test_sweet_spot_label_smoothing_entropy_and_the_predictor_rule():
+    """The label-smoothing target's entropy in closed form against the entropy of the target itself; the
+    matched alpha is the closest in entropy; claim 2's rule: the similarity trend must hold, the accuracy
+    trend must not, and the similarity rho must be the larger (and the reverse for against)."""
+    E = importlib.import_module("kd.experiments.sweet_spot")
+    from kd import metrics, stats
+    from kd.losses import label_smoothing_targets
+
+    for a in (0.1, 0.42, 0.9):
+        p = label_smoothing_targets(torch.arange(10), 10, a)
+        assert E.ls_entropy(a, 10) == pytest.approx(metrics.entropy(p.log(), 1.0), abs=1e-6)
+    alpha, ent = E.matched_alpha(E.ls_entropy(0.42, 10), [0.3, 0.4, 0.5], 10)
+    assert alpha == 0.4 and set(ent) == {0.3, 0.4, 0.5}
+    seeds = np.repeat(np.arange(5), 6)
+    level = np.tile(np.arange(6.0), 5)
+    rises = stats.trend(level, level + 0.01 * seeds, seeds=seeds)
+    flat = stats.trend(level, np.tile([3.0, 1.0, 4.0, 1.5, 5.0, 2.0], 5) + 0.01 * seeds, seeds=seeds)
+    assert rises["verdict"] == "reproduced" and flat["verdict"] == "inconclusive"
+    assert E.predictor_verdict(rises, flat)["verdict"] == "reproduced"
+    assert E.predictor_verdict(flat, rises)["verdict"] == "contradicted"
+    assert E.predictor_verdict(rises, rises)["verdict"] == "inconclusive"
+    few = stats.trend([0.0, 1.0, 2.0], [1.0, 2.0, 3.0])
+    assert E.predictor_verdict(few, few)["verdict"] == "not tested"
+
+
 def test_when_ls_helps_measurements_against_their_definitions():
     """Temperature scaling recovers the temperature logits were drawn at; the template projection
     keeps the distances between the three templates (they lie in its plane); tightness is the spread

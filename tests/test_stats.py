@@ -121,6 +121,27 @@ def test_trend_monte_carlo_when_too_many_orderings():
     assert r["p_one_sided"] == pytest.approx(1 / 2001)
 
 
+def test_any_better_holm_over_candidates_and_intersection_union_against():
+    """"Some candidate beats the reference": one clear winner among noise is reproduced (its Holm-adjusted
+    p is the support); a reference not worse than any candidate is contradicted; the support is the Holm
+    adjustment of the candidates' own paired tests."""
+    ref = np.array([70.0, 71.0, 72.0, 73.0, 74.0])
+    rng = np.random.default_rng(0)
+    noise = {f"c{k}": ref + rng.normal(0, 0.5, 5) for k in range(3)}
+    r = stats.any_better({**noise, "winner": ref + np.array([1.9, 2.1, 2.0, 1.8, 2.2])}, ref, margin=0.5)
+    assert r["verdict"] == "reproduced" and r["best"] == "winner" and r["n"] == 5
+    singles = [stats.compare(v, ref)["p_support"] for v in [*noise.values(), ref + np.array([1.9, 2.1, 2.0, 1.8, 2.2])]]
+    assert r["p_support"] == pytest.approx(min(stats.holm(singles)))
+    assert r["difference"] == pytest.approx(2.0) and r["ci"][0] > 0
+    worse = {f"w{k}": ref - 2 + rng.normal(0, 0.3, 5) for k in range(3)}
+    assert stats.any_better(worse, ref, margin=0.5)["verdict"] == "contradicted"
+    mixed = {"w": ref - 2 + rng.normal(0, 0.3, 5), "noisy": ref + rng.normal(0, 3, 5)}
+    assert stats.any_better(mixed, ref, margin=0.5)["verdict"] == "inconclusive"
+    assert stats.any_better({"a": [72.0]}, [70.0], margin=0.5)["verdict"] == "not tested"
+    with pytest.raises(ValueError, match="at least one candidate"):
+        stats.any_better({}, ref, margin=0.5)
+
+
 def test_identity_is_a_check_not_a_t_test():
     ok = stats.check(7.9e-15, 1e-6)
     assert ok["verdict"] == "reproduced" and ok["p"] is None and ok["claim_kind"] == "check"

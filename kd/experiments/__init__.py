@@ -137,14 +137,20 @@ def scale_label(cfg: TrainConfig, P) -> str:
             f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 
+def train_logits(run) -> tuple[torch.Tensor, torch.Tensor]:
+    """A run's logits and labels on its own training images (eval mode, no augmentation): what a
+    student distilled from it on those images is taught."""
+    ds = run.config.load_data()
+    loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=256, train=False)
+    return kd_metrics.predict(run.model(), loader)
+
+
 def training_fit(run) -> dict:
     """How well a trained model fits its own training images (eval mode, no augmentation): top-1
     and mean confidence in the true class; beside its test top-1 and test mean confidence minus
     accuracy. Label smoothing and the self-distillation papers (PS-KD, Zipf's LS, BAKE) are
     remedies for networks that fit their training set and are over-confident on test data."""
-    ds = run.config.load_data()
-    loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=256, train=False)
-    logits, y = kd_metrics.predict(run.model(), loader)
+    logits, y = train_logits(run)
     test_logits, test_y = run.eval_logits()
     return {"seed": int(run.config.seed), "train_top1": 100 * (logits.argmax(1) == y).float().mean().item(),
             "train_true_conf": 100 * logits.softmax(1).gather(1, y.view(-1, 1)).mean().item(),
