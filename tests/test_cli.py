@@ -147,7 +147,7 @@ def test_data_command_accepts_the_profile_form(monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["report", "--profile", "nosuch"], "unknown profile 'nosuch'"),
-    (["run-many", "--paper", "nosuch", "--profile", "quick"], "unknown paper 'nosuch'; known: bake, camkd, dist"),
+    (["run-many", "--paper", "nosuch", "--profile", "quick"], "unknown paper 'nosuch'; known: bake, bdkd, camkd"),
     (["teacher", "nosuch", "--profile", "quick"], "teacher 'nosuch' is not in params.yaml"),
 ])
 def test_unknown_names_fail_before_anything_is_written(tmp_path, monkeypatch, capsys, argv, message):

@@ -197,6 +197,43 @@ def test_switokd_distances_and_gradients():
             assert s.grad is None and t.grad is not None
 
 
+def test_bdkd_terms_against_the_reconstruction_written_out():
+    """BD-KD (our reconstruction, kd/methods/bdkd.py; no official code): per sample the forward KL's weight is
+    H(p_t) / (H(p_t) + H(p_s)), computed here from probabilities with explicit loops over samples; the
+    student's KL mixes KL(p_t || p_s) and KL(p_s || p_t) with it, the teacher's is KL(p_t || p_s); the fixed
+    balances give 1, 0, 1/2; w carries no gradient, and each network's terms reach only that network."""
+    p_s, p_t = F.softmax(S.double(), 1), F.softmax(TEA.double(), 1)
+    w, mixed, teacher = [], [], []
+    for i in range(len(Y)):
+        h_s, h_t = -(p_s[i] * p_s[i].log()).sum(), -(p_t[i] * p_t[i].log()).sum()
+        fwd, rev = (p_t[i] * (p_t[i] / p_s[i]).log()).sum(), (p_s[i] * (p_s[i] / p_t[i]).log()).sum()
+        w.append(h_t / (h_t + h_s))
+        mixed.append(w[-1] * fwd + (1 - w[-1]) * rev)
+        teacher.append(fwd)
+    terms = L.bdkd_terms(S.double(), TEA.double(), Y)
+    torch.testing.assert_close(L.bdkd_forward_weights(S.double(), TEA.double()), torch.stack(w).float())
+    torch.testing.assert_close(terms["kl"], torch.stack(mixed).mean())
+    torch.testing.assert_close(terms["peer_kl"], torch.stack(teacher).mean())
+    torch.testing.assert_close(terms["ce"], F.cross_entropy(S.double(), Y))
+    torch.testing.assert_close(terms["entropy_gap"], (-(p_s * p_s.log()).sum(1) + (p_t * p_t.log()).sum(1)).mean())
+    forward = L.bdkd_terms(S, TEA, Y, "forward")
+    torch.testing.assert_close(forward["kl"], L.mutual_learning_terms(S, TEA, Y)["kl"])  # DML's student term
+    for balance, value in (("forward", 1.0), ("reverse", 0.0), ("even", 0.5)):
+        assert torch.equal(L.bdkd_forward_weights(S, TEA, balance), torch.full((len(Y),), value))
+    same = L.bdkd_forward_weights(S, S)
+    torch.testing.assert_close(same, torch.full_like(same, 0.5))
+    with pytest.raises(ValueError, match="balance must be one of"):
+        L.bdkd_forward_weights(S, TEA, "backward")
+    s, t = S.clone().requires_grad_(), TEA.clone().requires_grad_()
+    terms = L.bdkd_terms(s, t, Y)
+    (terms["ce"] + terms["kl"]).backward(retain_graph=True)
+    assert t.grad is None and s.grad is not None
+    s.grad = None
+    (terms["peer_ce"] + terms["peer_kl"]).backward()
+    assert s.grad is None and t.grad is not None
+    assert not terms["forward_weight"].requires_grad and not terms["entropy_gap"].requires_grad
+
+
 @pytest.mark.parametrize("weights, name", [((1.0, 1.0), "mfh_student_loss_w1_1"),
                                            ((0.5, 2.0), "mfh_student_loss_w0.5_2")])
 def test_mfh_synthetic_student_loss_matches_official(weights, name):

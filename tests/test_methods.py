@@ -49,6 +49,7 @@ VARIANTS = {
     "camkd": [{"feature_warmup": 0}, {"feature_weight": 0.0}, {"weighting": "average", "feature_weight": 0.0}],
     "dml": [{"teacher_model": "resnet14"}],               # the loss is both networks': it goes down too
     "switokd": [{"teacher_model": "resnet14"}, {"teacher_model": "resnet14", "teacher_lr_scale": 5.0}],
+    "bdkd": [{"teacher_model": "resnet14"}, {"teacher_model": "resnet14", "balance": "reverse"}],
 }
 
 

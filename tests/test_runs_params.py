@@ -789,6 +789,27 @@ def test_switokd_pairs_every_row_by_seed_and_shares_the_networks_trained_alone()
     assert [e + 1 for e in decays] == [140, 200, 250]  # the official epochs count from 1
 
 
+def test_bdkd_shares_switokd_runs_and_runs_the_fixed_mixtures_on_the_first_seeds():
+    """BD-KD on cpu: the student alone, the teacher alone and DML are SwitOKD's runs (the same configurations);
+    BD-KD is DML's configuration with the bdkd method (balance adaptive by default), and each fixed mixture
+    runs on the first `mixture_seeds` seeds."""
+    E = importlib.import_module("kd.experiments.bdkd")
+    P = Profile("cpu", params=PARAMS, check_device=False)
+    sec = P.section("bdkd")
+    rows = E.plan(P, sec)["rows"]
+    switokd = importlib.import_module("kd.experiments.switokd").plan(P, P.section("switokd"))["rows"]
+    for row in ("student alone", "teacher alone", "DML"):
+        assert [c.hash() for c in rows[row]] == [c.hash() for c in switokd[row]]
+    for c, dml in zip(rows["BD-KD"], rows["DML"]):
+        assert c.replace(method="dml").hash() == dml.hash()
+        assert kd.methods.resolved_args("bdkd", c.method_args)["balance"] == "adaptive"
+    assert E.online_rows(sec) == ["DML", "BD-KD", *(E.mixture_label(b) for b in sec["mixtures"])]
+    for b in sec["mixtures"]:
+        cs = rows[E.mixture_label(b)]
+        assert [c.seed for c in cs] == P.seeds[:sec["mixture_seeds"]]
+        assert all(c.method == "bdkd" and c.method_args["balance"] == b for c in cs)
+
+
 def test_mfh_shares_the_testbed_runs_and_shows_the_student_only_its_own_image():
     """MFH's image analogue on cpu: the student alone and KD from the teacher of the same image are the
     testbed's positive-control runs; the teachers of the two-view data see both images or only the other,

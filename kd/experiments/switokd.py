@@ -52,22 +52,25 @@ def teacher_names(P, sec: dict) -> list[str]:
 
 # ---------------------------------------------------------------- analysis
 
-def teacher_runs(rows: dict) -> dict[str, tuple[list, str]]:
+def teacher_runs(rows: dict, online=ONLINE) -> dict[str, tuple[list, str]]:
     """The teachers' rows as {label: (runs, the summary key prefix of their metrics)}: the teacher
-    alone (its own run's metrics) and the co-trained teachers (the `peer_*` metrics of DML / SwitOKD)."""
-    return {"teacher alone": (rows["teacher alone"], ""), **{f"{m} teacher": (rows[m], "peer_") for m in ONLINE}}
+    alone (its own run's metrics) and the co-trained teachers of the `online` rows (the `peer_*`
+    metrics of DML / SwitOKD / BD-KD runs)."""
+    return {"teacher alone": (rows["teacher alone"], ""), **{f"{m} teacher": (rows[m], "peer_") for m in online}}
 
 
-def teacher_values(rows: dict, key: str = "top1") -> dict[str, list[float]]:
+def teacher_values(rows: dict, key: str = "top1", online=ONLINE) -> dict[str, list[float]]:
     """Per teacher row (`teacher_runs`), its last-epoch `key` per seed."""
-    return {name: [r.summary[prefix + key] for r in runs] for name, (runs, prefix) in teacher_runs(rows).items()}
+    return {name: [r.summary[prefix + key] for r in runs]
+            for name, (runs, prefix) in teacher_runs(rows, online).items()}
 
 
-def teacher_table(rows: dict) -> pd.DataFrame:
+def teacher_table(rows: dict, online=ONLINE) -> pd.DataFrame:
     """Mean ± std over seeds of the teachers' last-epoch test top-1, NLL and ECE."""
     cols = {"top1": "top-1 (last)", "nll": "NLL", "ece": "ECE"}
-    return pd.DataFrame([{"": name, **{c: fmt(v) for c, v in ((cols[k], teacher_values(rows, k)[name]) for k in cols)}}
-                         for name in teacher_runs(rows)]).set_index("")
+    values = {k: teacher_values(rows, k, online) for k in cols}
+    return pd.DataFrame([{"": name, **{c: fmt(values[k][name]) for k, c in cols.items()}}
+                         for name in teacher_runs(rows, online)]).set_index("")
 
 
 def mode_counts(run) -> tuple[int, int]:
@@ -106,7 +109,7 @@ def switch_table(rows: dict) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("")
 
 
-def _band(ax, runs, key, name, **style):
+def band(ax, runs, key, name, **style):
     """Mean over seeds of a per-epoch column, the seeds' range shaded (epochs where it was logged)."""
     frames = [r.history.set_index("epoch")[key].dropna() for r in runs if key in r.history]
     table = pd.concat(frames, axis=1)
@@ -119,17 +122,17 @@ def switch_figure(rows: dict, title: str):
     """Claim 3's figure: per epoch, SwitOKD's fraction of batches in expert mode; the distillation gap G
     of SwitOKD and DML against SwitOKD's threshold delta; the students' and teachers' test top-1."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    _band(axes[0], rows["SwitOKD"], "train_expert", "SwitOKD", color="C1")
+    band(axes[0], rows["SwitOKD"], "train_expert", "SwitOKD", color="C1")
     axes[0].set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("fraction of batches in expert mode")
-    _band(axes[1], rows["SwitOKD"], "train_gap", "SwitOKD: gap G", color="C1")
-    _band(axes[1], rows["SwitOKD"], "train_threshold", "SwitOKD: threshold delta", color="C1", ls=":")
-    _band(axes[1], rows["DML"], "train_gap", "DML: gap G", color="C0")
-    _band(axes[1], rows["DML"], "train_threshold", "DML: delta (not used)", color="C0", ls=":")
+    band(axes[1], rows["SwitOKD"], "train_gap", "SwitOKD: gap G", color="C1")
+    band(axes[1], rows["SwitOKD"], "train_threshold", "SwitOKD: threshold delta", color="C1", ls=":")
+    band(axes[1], rows["DML"], "train_gap", "DML: gap G", color="C0")
+    band(axes[1], rows["DML"], "train_threshold", "DML: delta (not used)", color="C0", ls=":")
     axes[1].set_ylabel("batch mean, L1 (epoch mean)")
     for m, color in zip(ONLINE, ("C0", "C1")):
-        _band(axes[2], rows[m], "top1", f"{m} student", color=color)
-        _band(axes[2], rows[m], "peer_top1", f"{m} teacher", color=color, ls="--")
+        band(axes[2], rows[m], "top1", f"{m} student", color=color)
+        band(axes[2], rows[m], "peer_top1", f"{m} teacher", color=color, ls="--")
     axes[2].set_ylabel("test top-1 (%)")
     for ax in axes:
         ax.set_xlabel("epoch")
