@@ -40,7 +40,10 @@ def step_times(methods: dict[str, tuple[str, dict]], model: str, dataset: kd_dat
                                 same_class=method.same_class)
         method.setup(loader.y, dataset.num_classes, device, seed)
         net = copy.deepcopy(base_model).train()
-        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        owned = method.build(net, teacher, torch.zeros(2, *dataset.x_train.shape[1:], device=device))
+        if owned is not None:  # the method's own modules (CRD's heads and banks) train with the student, as in fit
+            method.owned = owned.to(device).train()
+        opt = kd_train.make_optimizer(kd_train.TrainConfig(lr=0.01, momentum=0.9, weight_decay=0.0), net, method)
         batches = [b for _, b in zip(range(steps), loader)]
         setups[label] = (method, net, opt, batches)
 

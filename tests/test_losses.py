@@ -2,8 +2,9 @@
 
 `golden_losses.json` holds numbers computed ONCE, outside this repository, by running the
 official code of each paper (mdistiller's KD and DKD, DIST's image_classification_sota,
-BAKE, Zipf LS, PS-KD, MIX-KD, TAKD, MFH's synthetic student; each entry names its repository, file and commit) on
-the inputs stored beside them (their recipe: seed 0, float64, 8 x 10 logits scaled by 3).
+BAKE, Zipf LS, PS-KD, MIX-KD, TAKD, MFH's synthetic student, RepDistiller's CRD; each entry names
+its repository, file and commit) on the inputs stored beside them (their recipe: seed 0, float64,
+8 x 10 logits scaled by 3; CRD's: the waves of `crd_case`).
 Where our convention knowingly differs from an official one (TAKD's element-wise mean,
 DIST's epsilon, float32 internals of BAKE and Zipf), the entry's `convention` says so and
 the test checks the stated relation instead of equality.
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 
 import kd.methods.bake
+import kd.methods.crd
 from kd import losses as L
 from kd.experiments.mfh import student_loss
 
@@ -195,6 +197,65 @@ def test_switokd_distances_and_gradients():
         if teacher_learns:
             peer.backward()
             assert s.grad is None and t.grad is not None
+
+
+def crd_case():
+    """The inputs of the crd_* golden entries (golden_losses.json `call`): float64 waves."""
+    def wave(n, a, b, scale, f=torch.sin):
+        return f(torch.arange(n, dtype=torch.float64) * a + b) * scale
+
+    B, SD, TD, FD, N = 4, 6, 8, 5, 12
+    head = kd.methods.crd.CRDHead(SD, TD, FD, N).double()
+    with torch.no_grad():
+        head.embed_s.weight.copy_(wave(FD * SD, 0.11, 0.0, 0.5).view(FD, SD))
+        head.embed_s.bias.copy_(wave(FD, 0.7, 0.0, 0.1, torch.cos))
+        head.embed_t.weight.copy_(wave(FD * TD, 0.13, 0.4, 0.5, torch.cos).view(FD, TD))
+        head.embed_t.bias.copy_(wave(FD, 0.5, 0.3, 0.1))
+        head.bank_s.copy_(wave(N * FD, 0.05, 0.3, 0.3).view(N, FD))
+        head.bank_t.copy_(wave(N * FD, 0.07, 0.1, 0.3, torch.cos).view(N, FD))
+    steps = [(wave(B * SD, 0.37, 0.1, 2.0).view(B, SD), wave(B * TD, 0.23, 0.5, 1.5, torch.cos).view(B, TD),
+              torch.tensor([3, 7, 0, 10]),
+              torch.tensor([[3, 1, 5, 8, 9, 11], [7, 0, 2, 4, 6, 10], [0, 2, 3, 6, 7, 9], [10, 1, 2, 3, 4, 5]])),
+             (wave(B * SD, 0.29, 0.9, 1.7).view(B, SD), wave(B * TD, 0.41, 0.2, 1.2, torch.cos).view(B, TD),
+              torch.tensor([1, 7, 11, 4]),
+              torch.tensor([[1, 0, 2, 3, 5, 6], [7, 2, 3, 8, 9, 10], [11, 0, 1, 2, 3, 4], [4, 5, 6, 7, 8, 9]]))]
+    return head, steps
+
+
+def test_crd_matches_repdistiller_over_two_batches():
+    """CRD (kd.losses.crd_loss) against the official CRDLoss run on the same weights, banks and indices for
+    two batches in a row: the losses, Z (set at the first batch, then frozen), the gradient with respect to
+    the student's features, and both banks after the momentum updates."""
+    head, steps = crd_case()
+    losses, grads = [], []
+    for i, (f_s, f_t, index, contrast) in enumerate(steps):
+        f_s = f_s.clone().requires_grad_()
+        loss = L.crd_loss(head, f_s, f_t, index, contrast, nce_t=0.07, nce_m=0.5, set_z=i == 0)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(f_s.grad)
+    assert_close(torch.stack(losses), "crd_losses")
+    assert_close(head.z, "crd_z")
+    assert_close(torch.stack(grads), "crd_grad_f_s")
+    assert_close(head.bank_s, "crd_bank_s")
+    assert_close(head.bank_t, "crd_bank_t")
+
+
+def test_crd_negatives_come_from_other_classes_and_the_positive_first():
+    """kd.methods.CRD's contrast indices: the sample's own index first, then K indices of images of other
+    classes, without replacement when K fits (else with), reproducible from the seed."""
+    labels = torch.arange(40) % 4
+    for k, distinct in ((20, True), (50, False)):
+        m = kd.methods.create("crd", nce_k=k)
+        m.setup(labels, 4, torch.device("cpu"), seed=3)
+        index = torch.tensor([0, 5, 10, 39])
+        idx = m.contrast_indices(labels[index], index)
+        assert idx.shape == (4, k + 1) and torch.equal(idx[:, 0], index)
+        assert (labels[idx[:, 1:]] != labels[index][:, None]).all()
+        assert all((len(set(row.tolist())) == k) == distinct for row in idx[:, 1:])
+        again = kd.methods.create("crd", nce_k=k)
+        again.setup(labels, 4, torch.device("cpu"), seed=3)
+        assert torch.equal(again.contrast_indices(labels[index], index), idx)
 
 
 def test_bdkd_terms_against_the_reconstruction_written_out():

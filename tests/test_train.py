@@ -148,6 +148,20 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(reference, tmp_path, ki
     assert_same_model(ref, tmp_path)
 
 
+def test_crd_resumes_its_banks_constants_and_generator(reference, tmp_path, killed_at_epoch):
+    """CRD's state (its heads, both memory banks, Z, the negatives' generator) is checkpointed: killed in
+    epoch 2 and resumed, the run equals an uninterrupted one, bit for bit."""
+    teacher = kd_train.load_model(reference("ce"))
+    cfg = tiny(method="crd", teacher=tiny(), method_args={"nce_k": 64, "kd_weight": 1.0})
+    train(cfg, tmp_path / "ref", teacher=teacher)
+    with killed_at_epoch(2):
+        train(cfg, tmp_path / "run", teacher=teacher)
+    train(cfg, tmp_path / "run", teacher=teacher)
+    pd.testing.assert_frame_equal(metrics(tmp_path / "ref"), metrics(tmp_path / "run"), check_exact=True)
+    assert final(tmp_path / "ref") == final(tmp_path / "run")
+    assert_same_model(tmp_path / "ref", tmp_path / "run")
+
+
 def test_resuming_a_finished_run_trains_nothing(reference, tmp_path, monkeypatch):
     ref = reference("ce")
     for name in ("checkpoint.pt", "config.json", "metrics.csv"):
