@@ -77,18 +77,19 @@ def crd_loss(head: CRDHead, f_s: torch.Tensor, f_t: torch.Tensor, index: torch.T
     positive first), Z set from these scores when `set_z` (the first batch), then the banks updated at
     the batch's dataset `index` [B] with momentum `nce_m`."""
     dtype = head.embed_s.weight.dtype
-    v_s = F.normalize(head.embed_s(f_s.flatten(1).to(dtype)), dim=1)
-    v_t = F.normalize(head.embed_t(f_t.flatten(1).to(dtype)), dim=1)
-    n_data = head.bank_s.shape[0]
-    if set_z:
-        with torch.no_grad():
-            head.z[0] = crd_scores(v_s, head.bank_t, contrast_idx, nce_t, 1.0).mean() * n_data
-            head.z[1] = crd_scores(v_t, head.bank_s, contrast_idx, nce_t, 1.0).mean() * n_data
-    out_s = crd_scores(v_s, head.bank_t, contrast_idx, nce_t, head.z[0])
-    out_t = crd_scores(v_t, head.bank_s, contrast_idx, nce_t, head.z[1])
-    _update(head.bank_s, index, v_s, nce_m)
-    _update(head.bank_t, index, v_t, nce_m)
-    return crd_nce_loss(out_s, n_data) + crd_nce_loss(out_t, n_data)
+    with torch.autocast(f_s.device.type, enabled=False):  # exp(score / 0.07) needs more than bf16 (official: fp32)
+        v_s = F.normalize(head.embed_s(f_s.flatten(1).to(dtype)), dim=1)
+        v_t = F.normalize(head.embed_t(f_t.flatten(1).to(dtype)), dim=1)
+        n_data = head.bank_s.shape[0]
+        if set_z:
+            with torch.no_grad():
+                head.z[0] = crd_scores(v_s, head.bank_t, contrast_idx, nce_t, 1.0).mean() * n_data
+                head.z[1] = crd_scores(v_t, head.bank_s, contrast_idx, nce_t, 1.0).mean() * n_data
+        out_s = crd_scores(v_s, head.bank_t, contrast_idx, nce_t, head.z[0])
+        out_t = crd_scores(v_t, head.bank_s, contrast_idx, nce_t, head.z[1])
+        _update(head.bank_s, index, v_s, nce_m)
+        _update(head.bank_t, index, v_t, nce_m)
+        return crd_nce_loss(out_s, n_data) + crd_nce_loss(out_t, n_data)
 
 
 @register("crd")
