@@ -157,7 +157,7 @@ def test_method_trains_and_loss_goes_down(name, hp, digits, teacher, ensemble):
 
 
 def test_method_flags():
-    teacher_methods = {"kd", "takd", "self_distillation", "dkd", "dist", "mixup_kd", "sp", "nkd", "camkd"}
+    teacher_methods = {"kd", "takd", "self_distillation", "dkd", "dist", "mixup_kd", "sp", "nkd", "camkd", "crd"}
     for name in kd.methods.available():
         method = kd.methods.create(name)
         assert method.needs_teacher == (name in teacher_methods), name
