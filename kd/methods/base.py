@@ -155,9 +155,14 @@ def check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be positive, got {temperature}")
 
 
+def kl_rows(log_p_target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per sample from log-probabilities, summed over the last dim."""
+    return (log_p_target.exp() * (log_p_target - log_q)).sum(-1)
+
+
 def kl(log_p_target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) from log-probabilities, summed over the last dim, mean over the batch."""
-    return (log_p_target.exp() * (log_p_target - log_q)).sum(-1).mean()
+    return kl_rows(log_p_target, log_q).mean()
 
 
 def split_target(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

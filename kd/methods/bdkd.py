@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kd.methods.base import register
+from kd.methods.base import kl_rows, register
 from kd.methods.switokd import DML
 
 # the loss functions of this file, importable from kd.losses
@@ -33,11 +33,6 @@ BALANCES = ("adaptive", "forward", "reverse", "even")
 
 def _entropy_rows(log_p: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum(1)
-
-
-def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) per sample, from log-probabilities."""
-    return (log_p.exp() * (log_p - log_q)).sum(1)
 
 
 @torch.no_grad()
@@ -65,11 +60,11 @@ def bdkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targe
     log_s, log_t = F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1)
     w = bdkd_forward_weights(student_logits, teacher_logits, balance)
     t_fixed, s_fixed = log_t.detach(), log_s.detach()
-    student_kl = w * _kl_rows(t_fixed, log_s) + (1 - w) * _kl_rows(log_s, t_fixed)
+    student_kl = w * kl_rows(t_fixed, log_s) + (1 - w) * kl_rows(log_s, t_fixed)
     with torch.no_grad():
         gap = (_entropy_rows(s_fixed) - _entropy_rows(t_fixed)).mean()
     return {"ce": F.cross_entropy(student_logits, target), "kl": student_kl.mean(),
-            "peer_ce": F.cross_entropy(teacher_logits, target), "peer_kl": _kl_rows(log_t, s_fixed).mean(),
+            "peer_ce": F.cross_entropy(teacher_logits, target), "peer_kl": kl_rows(log_t, s_fixed).mean(),
             "forward_weight": w.mean(), "entropy_gap": gap}
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kd.methods.base import Method, check_non_negative, check_positive, check_temperature, feature_shapes, register
+from kd.methods.base import (Method, check_non_negative, check_positive, check_temperature, feature_shapes, kl_rows,
+                             register)
 
 # the loss functions of this file, importable from kd.losses
 LOSSES = ("camkd_weights", "camkd_kd_loss", "camkd_feature_loss", "average_kd_loss")
@@ -30,8 +31,7 @@ def camkd_weights(teacher_logits: list[torch.Tensor], target: torch.Tensor) -> t
 
 def _per_sample_kl(student_logits, teacher_logits, T: float) -> torch.Tensor:
     """T^2 KL(softmax(t / T) || softmax(s / T)) per sample (B)."""
-    log_p_t = F.log_softmax(teacher_logits / T, dim=1)
-    return T * T * (log_p_t.exp() * (log_p_t - F.log_softmax(student_logits / T, dim=1))).sum(1)
+    return T * T * kl_rows(F.log_softmax(teacher_logits / T, dim=1), F.log_softmax(student_logits / T, dim=1))
 
 
 def camkd_kd_loss(student_logits, teacher_logits: list[torch.Tensor], target, temperature: float = 4.0) -> torch.Tensor:
