@@ -16,7 +16,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from kd.experiments import pair_label as label, paper_pair  # noqa: F401  (E.label, E.paper_pair in the notebook)
-from kd.experiments.switokd import accuracy_figure, band, online_args, teacher_table, teacher_values  # noqa: F401
+from kd.experiments.switokd import (accuracy_figure, band, finish_epoch_figure, online_args,  # noqa: F401
+                                    teacher_table, teacher_values)
 from kd.train import TrainConfig
 
 # The keys of params.yaml's bdkd section; any other key there or in a notebook's overrides is an error
@@ -78,9 +79,4 @@ def balance_figure(rows: dict, online: list[str], title: str):
     axes[1].axhline(0, color="k", lw=0.5)
     axes[1].set_ylabel("H(p_s) - H(p_t), nats (training batches)")
     axes[2].set_ylabel("student test ECE (%)")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return finish_epoch_figure(fig, axes, title)

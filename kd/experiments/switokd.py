@@ -134,6 +134,11 @@ def switch_figure(rows: dict, title: str):
         band(axes[2], rows[m], "top1", f"{m} student", color=color)
         band(axes[2], rows[m], "peer_top1", f"{m} teacher", color=color, ls="--")
     axes[2].set_ylabel("test top-1 (%)")
+    return finish_epoch_figure(fig, axes, title)
+
+
+def finish_epoch_figure(fig, axes, title: str):
+    """Per-epoch panels (`band`): each with an epoch axis and a legend, the figure titled and laid out."""
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
