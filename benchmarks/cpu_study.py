@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from kd.__main__ import studies
-    from kd.env import device_name
+    from kd.env import cpu_capability, device_name
     from kd.io import atomic_write_text
     from kd.params import Profile
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
                          "workers": P.workers,
                          "threads_per_training": int(os.environ.get("OMP_NUM_THREADS", 0)) or None,
                          "cpus": os.cpu_count(), "machine": device_name(torch.device("cpu")),
-                         "date": time.strftime("%Y-%m-%d")}
+                         "cpu_capability": cpu_capability(), "date": time.strftime("%Y-%m-%d")}
         atomic_write_text(record_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
         print(f"{paper}: {record[paper]}", flush=True)
     return 0

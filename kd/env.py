@@ -1,8 +1,9 @@
 """Where a run ran: the machine, the threads, the software and the code's commit.
 
 Recorded in every run's final.json (`provenance`) and in the benchmarks' results. A CPU run is
-bit-identical on the same kind of machine with the same thread count and torch version; other
-thread counts or CPUs give slightly different numbers (README, "Reproducibility").
+bit-identical on the same CPU model and kernel instruction set (`cpu_capability`: AVX2, AVX512...)
+with the same thread count and torch version; other thread counts or CPUs give different numbers
+(README, "Reproducibility").
 """
 from __future__ import annotations
 
@@ -43,7 +44,14 @@ def code_version() -> dict:
     return {"git_commit": commit, "kd_modified": bool(changes) if commit else None}
 
 
+def cpu_capability() -> str:
+    """The instruction set torch's CPU kernels dispatch to here (AVX2, AVX512...): one CPU model
+    name ("AMD EPYC") covers generations with different kernels, so runs record it beside the name."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def provenance(device: torch.device) -> dict:
     """What a run records about where it ran."""
-    return {"device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), **code_version()}
+    return {"device": str(device), "device_name": device_name(device), "cpu_capability": cpu_capability(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            **code_version()}

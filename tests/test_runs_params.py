@@ -68,7 +68,7 @@ def test_second_run_returns_the_stored_run_without_training(tmp_path, fits):
     assert again.summary["versions"] == {"method": 1, "train": kd.train.TRAIN_VERSION}
     where = again.summary["provenance"]
     assert where["device"] == "cpu" and where["torch"] == torch.__version__ and where["threads"] >= 1
-    assert set(where) >= {"device_name", "python", "git_commit", "kd_modified"}
+    assert set(where) >= {"device_name", "cpu_capability", "python", "git_commit", "kd_modified"}
     assert again.history["epoch"].tolist() == [1]
     logits, targets = again.eval_logits()
     assert logits.shape == (100, 10) and targets.shape == (100,)
