@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from kd.stats import VERDICTS, adjusted_verdict, any_better, check, compare, hol
 
 PAPER_RESULTS = ROOT / "data" / "paper_results.yaml"
 CONTROL_PAPER, CONTROL_KEY = "testbed", "positive_control"
+RAN_ON = ("device", "device_name", "cpu_capability", "threads", "torch")  # what a run's digits depend on
 STUDENT_COLUMNS = {"top1": "top-1 (last)", "best_top1": "top-1 (best)", "nll": "NLL", "ece": "ECE",
                    "agreement": "agreement", "kl_teacher": "KL(t||s)"}
 
@@ -129,6 +131,7 @@ class Report:
         self.tables: list[tuple[str, pd.DataFrame]] = []
         self.numbers: dict = {}
         self.notes: list[str] = []
+        self.where: dict[str, tuple] = {}  # run folder -> where it trained (RAN_ON of its provenance)
 
     def claim(self, key: str, text: str, result: dict, paper: str = "", ours: str = "",
               requires: str | None = None) -> dict:
@@ -158,6 +161,18 @@ class Report:
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def ran(self, runs) -> None:
+        """Record where these runs trained (their final.json `provenance`): metrics.json and
+        table.md say it, since a CPU run's digits depend on it (README, "Reproducibility")."""
+        for r in runs:
+            where = r.summary.get("provenance", {})
+            self.where[str(r.path)] = tuple(where.get(k) for k in RAN_ON)
+
+    def ran_on(self) -> list[dict]:
+        """The distinct places this paper's runs trained, each with its number of runs."""
+        counts = Counter(self.where.values())
+        return [{**dict(zip(RAN_ON, k)), "runs": n} for k, n in sorted(counts.items(), key=lambda kv: -kv[1])]
 
     def savefig(self, fig, name: str) -> Path:
         import matplotlib.pyplot as plt
@@ -234,7 +249,7 @@ class Report:
         claims = self.finalise()
         metrics = {"paper": self.paper, "profile": self.profile.name, "seeds": self.profile.seeds,
                    "accuracy": "last epoch, test split", "regime": dict(zip(("valid", "why"), self.regime())),
-                   "numbers": self.numbers,
+                   "numbers": self.numbers, "ran_on": self.ran_on(),
                    "verdicts": {c["key"]: c["verdict"] for c in claims},
                    "claims": [_jsonable(c) for c in claims]}
         atomic_write_text(self.dir / "metrics.json", json.dumps(metrics, indent=2))
@@ -243,6 +258,8 @@ class Report:
                  f"Seeds: {self.profile.seeds}. Accuracy: last epoch on the test split (mean ± std over "
                  "seeds); 'best' columns are the best epoch. Paper numbers: data/paper_results.yaml. "
                  "Verdicts: kd.stats (paired seeds, 95% CI, Holm's correction across this paper's claims).", ""]
+        if self.where:
+            lines += ["Trained on: " + "; ".join(map(_where_text, self.ran_on())) + ".", ""]
         valid, why = self.regime()
         if not valid:
             lines += [f"**Verdicts not tested here: {why}.**", ""]
@@ -264,6 +281,13 @@ def headline(metrics: dict) -> dict:
     verdicts = [c["verdict"] for c in metrics.get("claims", [])]
     return {"claims": len(verdicts), **{v: verdicts.count(v) for v in VERDICTS},
             "regime_valid": bool(metrics.get("regime", {}).get("valid", False))}
+
+
+def _where_text(w: dict) -> str:
+    """One place runs trained, for table.md: "AMD EPYC, AVX2 kernels, threads 1, torch 2.14.1: 51 runs"."""
+    cpu = "" if str(w["device"]).startswith("cuda") else \
+        f", {w['cpu_capability'] or 'unrecorded'} kernels, threads {w['threads']}"
+    return f"{w['device_name']}{cpu}, torch {w['torch']}: {w['runs']} run{'s' * (w['runs'] != 1)}"
 
 
 def _jsonable(value):

@@ -41,6 +41,11 @@ def test_report_writes_metrics_and_table_and_rejects_unknown_verdicts(tmp_path):
     rep.claim("identity", "an identity", report.check(1e-15, 1e-6))
     rep.number("main/A/top1", 2.05)
     rep.table("Main", pd.DataFrame({"top-1": [2.05]}, index=["A"]))
+    here = {"device": "cpu", "device_name": "AMD EPYC", "cpu_capability": "AVX2", "threads": 1, "torch": "2.14.1"}
+    older = {"device": "cpu", "device_name": "Intel Xeon", "threads": 2, "torch": "2.13.0"}  # before cpu_capability
+    rep.ran([SimpleNamespace(path=tmp_path / f"run{i}", summary={"provenance": {**here, "git_commit": str(i)}})
+             for i in range(3)] + [SimpleNamespace(path=tmp_path / "old", summary={"provenance": older})])
+    rep.ran([SimpleNamespace(path=tmp_path / "run0", summary={"provenance": here})])  # a run seen twice counts once
     with pytest.raises(ValueError, match="verdict must be one of"):
         rep.claim("bad", "x", {"verdict": "maybe"})
     rep.write()
@@ -48,12 +53,15 @@ def test_report_writes_metrics_and_table_and_rejects_unknown_verdicts(tmp_path):
     assert metrics["verdicts"] == {"gain": "contradicted", "identity": "reproduced"}
     assert metrics["numbers"] == {"main": {"A": {"top1": 2.05}}}
     assert metrics["accuracy"].startswith("last epoch") and metrics["regime"]["valid"]
+    assert metrics["ran_on"] == [{**here, "runs": 3}, {**older, "cpu_capability": None, "runs": 1}]
     gain = metrics["claims"][0]
     for field in ("key", "claim", "verdict", "test", "n", "difference", "ci", "p", "p_holm", "paper", "ours"):
         assert field in gain, field
     assert gain["n"] == 4 and len(gain["ci"]) == 2 and gain["test"] == "paired t"
     table = (tmp_path / "cpu" / "toy" / "table.md").read_text()
     assert "## Verdicts" in table and "## Main" in table and "95% CI" in table
+    assert ("Trained on: AMD EPYC, AVX2 kernels, threads 1, torch 2.14.1: 3 runs; "
+            "Intel Xeon, unrecorded kernels, threads 2, torch 2.13.0: 1 run.") in table
     assert not list((tmp_path / "cpu" / "toy").glob("*.tmp*")), "no temporary file left behind"
 
 

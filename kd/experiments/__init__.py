@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from kd import data as kd_data
 from kd import losses
 from kd import metrics as kd_metrics
+from kd.runs import Run
 from kd.train import TrainConfig
 
 
@@ -69,9 +70,12 @@ class Study:
 
     def run(self, plan=None):
         """`plan` (default: the whole plan) with each configuration replaced by its Run: the
-        teachers first, then every training the cache lacks, `P.workers` at a time."""
-        self.teachers()
-        return run_plan(self.P, self.plan() if plan is None else plan)
+        teachers first, then every training the cache lacks, `P.workers` at a time. The report
+        records where they all trained (`Report.ran`)."""
+        teachers = self.teachers()
+        done = run_plan(self.P, self.plan() if plan is None else plan)
+        self.rep.ran([*teachers.values(), *_walk(done, Run)])
+        return done
 
 
 def pair_label(pair: dict) -> str:
@@ -84,15 +88,16 @@ def paper_pair(pair: dict) -> str:
     return pair.get("paper_pair", pair_label(pair))
 
 
-def _walk(node):
-    if isinstance(node, TrainConfig):
+def _walk(node, leaf=TrainConfig):
+    """The `leaf`-typed items of a nested plan (dicts, lists, tuples)."""
+    if isinstance(node, leaf):
         yield node
     elif isinstance(node, dict):
         for v in node.values():
-            yield from _walk(v)
+            yield from _walk(v, leaf)
     else:
         for v in node:
-            yield from _walk(v)
+            yield from _walk(v, leaf)
 
 
 def ensemble_members(P, teacher: str, seed: int, size: int) -> list[TrainConfig]:
