@@ -22,10 +22,19 @@ def nll(logits: torch.Tensor, target: torch.Tensor) -> float:
     return F.cross_entropy(logits.float(), target).item()
 
 
+def entropy_rows(log_p: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each row's distribution, from its log-probabilities."""
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+def sample_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per-sample entropy (nats) of softmax(logits / T), in float64."""
+    return entropy_rows(torch.log_softmax(logits.double() / temperature, 1))
+
+
 def entropy(logits: torch.Tensor, temperature: float = 1.0) -> float:
     """Mean entropy (nats) of softmax(logits / T): how soft a teacher's targets at T are."""
-    logp = torch.log_softmax(logits.double() / temperature, 1)
-    return float(-(logp.exp() * logp).sum(1).mean())
+    return float(sample_entropy(logits, temperature).mean())
 
 
 def ece(logits: torch.Tensor, target: torch.Tensor, n_bins: int = 15) -> float:

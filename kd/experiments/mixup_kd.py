@@ -26,7 +26,7 @@ from kd import losses
 from kd import methods as kd_methods
 from kd.metrics import ece as ece_metric
 from kd.metrics import nll as nll_metric
-from kd.metrics import predict
+from kd.metrics import predict, sample_entropy
 from kd.stats import MIN_SEEDS
 from kd.train import TrainConfig
 
@@ -109,12 +109,6 @@ def train_logits(model: torch.nn.Module, ds: kd_data.Dataset, device="cpu") -> t
     return logits.cpu(), targets.cpu()
 
 
-def entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Per-sample entropy (nats) of softmax(z / T)."""
-    log_p = F.log_softmax(logits.double() / temperature, dim=1)
-    return -(log_p.exp() * log_p).sum(1)
-
-
 def per_sample_smoothness(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample pieces of `smoothness`: the entropy of softmax(z) (T = 1), the spread
     (standard deviation) of the non-target logits and the gap between the target logit and
@@ -123,7 +117,7 @@ def per_sample_smoothness(logits: torch.Tensor, targets: torch.Tensor) -> dict[s
     mask = F.one_hot(targets.long(), z.shape[1]).bool()
     target = z[mask]
     other = z[~mask].view(z.shape[0], -1)
-    return {"entropy T=1": entropy(z, 1.0), "spread": other.std(1), "gap": target - other.mean(1)}
+    return {"entropy T=1": sample_entropy(z, 1.0), "spread": other.std(1), "gap": target - other.mean(1)}
 
 
 def smoothness(logits: torch.Tensor, targets: torch.Tensor, temperatures=(1.0, 4.0)) -> dict:
@@ -137,7 +131,7 @@ def smoothness(logits: torch.Tensor, targets: torch.Tensor, temperatures=(1.0, 4
     - the mean confidence (largest softmax probability at T = 1) and the training accuracy."""
     z = logits.double()
     ps = per_sample_smoothness(z, targets)
-    out = {f"entropy T={t:g}": entropy(z, t).mean().item() for t in temperatures}
+    out = {f"entropy T={t:g}": sample_entropy(z, t).mean().item() for t in temperatures}
     out["non-target logit std"] = ps["spread"].mean().item()
     out["non-target std / target gap"] = (ps["spread"] / ps["gap"].abs().clamp_min(1e-6)).median().item()
     out["confidence"] = z.softmax(1).max(1).values.mean().item()
@@ -215,7 +209,7 @@ def target_entropy(cfg: TrainConfig, teacher: torch.nn.Module, epochs: int = 1) 
                 t = z.std(1, keepdim=True)
             else:
                 t = torch.full((len(z), 1), float(method.temperature), dtype=z.dtype)
-            ents.append(entropy(z / t))
+            ents.append(sample_entropy(z / t))
             temps.append(t.squeeze(1))
     return {"target entropy": torch.cat(ents).mean().item(), "effective T": torch.cat(temps).mean().item()}
 
@@ -301,4 +295,4 @@ def by_seed(runs, key: str = "top1") -> dict[int, float]:
 def student_entropy(run) -> float:
     """Mean entropy (nats) of the student's own test softmax at T = 1."""
     logits, _ = run.eval_logits()
-    return entropy(logits).mean().item()
+    return sample_entropy(logits).mean().item()

@@ -23,16 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from kd.methods.base import kl_rows, register
+from kd.metrics import entropy_rows
 from kd.methods.switokd import DML
 
 # the loss functions of this file, importable from kd.losses
 LOSSES = ("bdkd_forward_weights", "bdkd_terms")
 
 BALANCES = ("adaptive", "forward", "reverse", "even")
-
-
-def _entropy_rows(log_p: torch.Tensor) -> torch.Tensor:
-    return -(log_p.exp() * log_p).sum(1)
 
 
 @torch.no_grad()
@@ -46,8 +43,8 @@ def bdkd_forward_weights(student_logits: torch.Tensor, teacher_logits: torch.Ten
     fixed = {"forward": 1.0, "reverse": 0.0, "even": 0.5}
     if balance in fixed:
         return torch.full(student_logits.shape[:1], fixed[balance], device=student_logits.device)
-    h_s = _entropy_rows(F.log_softmax(student_logits.float(), 1))
-    h_t = _entropy_rows(F.log_softmax(teacher_logits.float(), 1))
+    h_s = entropy_rows(F.log_softmax(student_logits.float(), 1))
+    h_t = entropy_rows(F.log_softmax(teacher_logits.float(), 1))
     total = h_s + h_t
     return torch.where(total > 0, h_t / total.clamp_min(1e-12), torch.full_like(total, 0.5))
 
@@ -62,7 +59,7 @@ def bdkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targe
     t_fixed, s_fixed = log_t.detach(), log_s.detach()
     student_kl = w * kl_rows(t_fixed, log_s) + (1 - w) * kl_rows(log_s, t_fixed)
     with torch.no_grad():
-        gap = (_entropy_rows(s_fixed) - _entropy_rows(t_fixed)).mean()
+        gap = (entropy_rows(s_fixed) - entropy_rows(t_fixed)).mean()
     return {"ce": F.cross_entropy(student_logits, target), "kl": student_kl.mean(),
             "peer_ce": F.cross_entropy(teacher_logits, target), "peer_kl": kl_rows(log_t, s_fixed).mean(),
             "forward_weight": w.mean(), "entropy_gap": gap}
