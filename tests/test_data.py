@@ -2,6 +2,7 @@
 error, class-balanced subsets, the validation hold-out, and the device-resident Loader."""
 import gzip
 import pickle
+import shutil
 import struct
 
 import numpy as np
@@ -131,6 +132,19 @@ def test_fashion_mnist_from_idx_files(tmp_path, no_system_data):
     assert np.array_equal(ds.y_train.numpy(), written["train"][1])
     assert np.array_equal(ds.x_eval[:, 0].numpy(), written["test"][0])
     assert np.array_equal(ds.y_eval.numpy(), written["test"][1])
+
+
+def test_fashion_mnist_is_read_once_per_process_and_handed_out_as_copies(tmp_path, no_system_data):
+    written = write_fashion(tmp_path / "fashion-mnist")
+    first = data.load("fashion_mnist", tmp_path)
+    first.x_train.zero_(), first.y_eval.zero_()  # a caller that changes its dataset in place
+    again = data.load("fashion_mnist", tmp_path)
+    assert np.array_equal(again.x_train[:, 0].numpy(), written["train"][0])
+    assert np.array_equal(again.y_eval.numpy(), written["test"][1])
+    # a rewritten file (another size or time) is read again, not served from the cache
+    shutil.rmtree(tmp_path / "fashion-mnist")
+    rewritten = write_fashion(tmp_path / "fashion-mnist", n_train=60)
+    assert np.array_equal(data.load("fashion_mnist", tmp_path).x_train[:, 0].numpy(), rewritten["train"][0])
 
 
 def test_fashion_mnist_found_where_a_torchvision_download_leaves_it(tmp_path, no_system_data):
