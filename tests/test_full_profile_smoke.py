@@ -5,7 +5,7 @@ nbval runs the notebooks on `quick` (one seed, small models). The `full` profile
 a GPU, takes other paths: several seeds (error bars, paired tests), the papers' architectures
 (resnet56/110, wrn_40_2, resnet32x4, shufflenetv1 students...), its own pairs, sweeps and
 families. This test keeps those paths working without a GPU: params.yaml with `full` cut down
-to 2 seeds, 200 images, 1 epoch and 1 thread on the CPU (and small flatness measurements), then
+to 2 seeds, 128 training and 100 test images, 1 epoch and 1 thread on the CPU (and small flatness measurements), then
 each notebook through papermill with `-p profile full`. The numbers mean nothing; the test
 checks that every cell runs and that every claim gets a verdict.
 """
@@ -28,19 +28,19 @@ def full_on_cpu(tmp_path_factory):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     full = params["profiles"]["full"]
     full.update(device="cpu", workers=1, seeds=SEEDS)
-    full["data"].update(train_subset=200, eval_subset=200)
+    full["data"].update(train_subset=128, eval_subset=100)
     full["train"]["epochs"] = 1
     full["teacher_train"] = {"epochs": 1}
     sd = params["self_distillation"]
     sd["hessian_samples"]["full"], sd["power_iterations"]["full"], sd["perturbation_draws"]["full"] = 64, 5, 2
-    params["sp"]["batch_sizes"]["full"] = [64, 128]  # a training batch of at most the 200 images
+    params["sp"]["batch_sizes"]["full"] = [64, 128]  # a training batch of at most the 128 images
     params["mfh"]["synthetic_seeds"]["full"] = 2  # the synthetic runs: seconds each, 10 seeds on full
     params["camkd"]["weak_stop_epoch"]["full"] = 1  # the weak teacher stops within the 1-epoch teachers
-    crd = params["crd"]  # negatives within the 200 images, and a short timing of the steps
+    crd = params["crd"]  # negatives within the 128 images, and a short timing of the steps
     crd["nce_k"]["full"], crd["sweep_k"]["full"] = 64, [32, 64]
     crd["timing"]["steps"]["full"], crd["timing"]["rounds"]["full"] = 2, 1
     # sweet_spot: a 2-epoch teacher of the full pair's architecture (a checkpoint after its first epoch), its grid
-    # (batches of at most the 200 images)
+    # (batches of at most the 128 images)
     params["teachers"]["resnet56_2ep"] = {**params["teachers"]["resnet56"], "train": {"epochs": 2}}
     ss = params["sweet_spot"]
     ss["pair"]["full"] = {**ss["pair"]["full"], "teacher": "resnet56_2ep"}
