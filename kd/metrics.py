@@ -47,8 +47,8 @@ def ece(logits: torch.Tensor, target: torch.Tensor, n_bins: int = 15) -> float:
     bins = torch.bucketize(conf, edges, right=True) - 1
     count = torch.zeros(n_bins + 1, dtype=conf.dtype, device=conf.device).scatter_add_(0, bins, torch.ones_like(conf))
     mean_conf = torch.zeros_like(count).scatter_add_(0, bins, conf).div(count).nan_to_num()
-    accuracy = torch.zeros_like(count).scatter_add_(0, bins, correct).div(count).nan_to_num()
-    return float(((accuracy - mean_conf).abs() * (count / count.sum())).sum())
+    hit_rate = torch.zeros_like(count).scatter_add_(0, bins, correct).div(count).nan_to_num()
+    return float(((hit_rate - mean_conf).abs() * (count / count.sum())).sum())
 
 
 def aurc(logits: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:

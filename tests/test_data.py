@@ -138,7 +138,9 @@ def test_fashion_mnist_is_read_once_per_process_and_handed_out_as_copies(tmp_pat
     written = write_fashion(tmp_path / "fashion-mnist")
     first = data.load("fashion_mnist", tmp_path)
     first.x_train.zero_(), first.y_eval.zero_()  # a caller that changes its dataset in place
+    hits = data._read_fashion_folder.cache_info().hits
     again = data.load("fashion_mnist", tmp_path)
+    assert data._read_fashion_folder.cache_info().hits == hits + 1  # not decompressed again
     assert np.array_equal(again.x_train[:, 0].numpy(), written["train"][0])
     assert np.array_equal(again.y_eval.numpy(), written["test"][1])
     # a rewritten file (another size or time) is read again, not served from the cache
