@@ -133,6 +133,19 @@ class ShuffleV2Block(nn.Module):
 # the network container
 
 
+def initialise(module: nn.Module) -> None:
+    """The zoo's initialisation, from the global generator: convolutions Kaiming-normal (fan out),
+    BatchNorm to identity, linear layers PyTorch's default."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class Net(nn.Module):
     """stages -> pool -> hidden -> classifier. Default pool is global average pooling (gap_head=True)."""
 
@@ -145,14 +158,7 @@ class Net(nn.Module):
         self.classifier = classifier
         # the input channels the network sees (`create`'s `channels`; None: all); not in the state dict
         self.register_buffer("seen_channels", None, persistent=False)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        initialise(self)
 
     def forward(self, x, return_features=False):
         if self.seen_channels is not None:

@@ -745,3 +745,14 @@ def test_losses_are_finite_for_extreme_logits():
     for value in (L.kd_loss(big, other), L.tckd_loss(big, other, y), L.nckd_loss(big, other, y),
                   L.dist_loss(big, other), L.zipf_loss(big, y), mixkd):
         assert torch.isfinite(value)
+
+
+def test_sokd_matches_official():
+    """SOKD's five terms and the two networks' losses (official trainer/sokd.py with configs/sokd.yaml's
+    weights, every one 1, and kd_losses/st.py's SoftTarget at T = 4), branch logits = student + teacher."""
+    terms = L.sokd_terms(S, S + TEA, TEA, Y, 4.0)
+    for ours, name in (("ce", "student_ce"), ("kd", "student_kd"), ("branch_ce", "branch_ce"),
+                       ("branch_kd_teacher", "branch_kd_teacher"), ("branch_kd_student", "branch_kd_student")):
+        assert_close(terms[ours], f"sokd_{name}")
+    assert_close(terms["ce"] + terms["kd"], "sokd_student_loss")
+    assert_close(terms["branch_ce"] + terms["branch_kd_teacher"] + terms["branch_kd_student"], "sokd_branch_loss")

@@ -51,6 +51,7 @@ VARIANTS = {
     "switokd": [{"teacher_model": "resnet14"}, {"teacher_model": "resnet14", "teacher_lr_scale": 5.0}],
     "bdkd": [{"teacher_model": "resnet14"}, {"teacher_model": "resnet14", "balance": "reverse"}],
     "crd": [{"nce_k": 256}, {"nce_k": 256, "kd_weight": 1.0}],  # CRD, CRD + KD (K within the test's images)
+    "sokd": [{}, {"branch_init": "random"}],               # the branch as the paper says, as the official code does
 }
 # methods whose total loss is measured against a moving reference: the student's CE must go down instead.
 # CRD's NCE term scores against memory banks that start random and fill with learned embeddings during the
@@ -157,7 +158,8 @@ def test_method_trains_and_loss_goes_down(name, hp, digits, teacher, ensemble):
 
 
 def test_method_flags():
-    teacher_methods = {"kd", "takd", "self_distillation", "dkd", "dist", "mixup_kd", "sp", "nkd", "camkd", "crd"}
+    teacher_methods = {"kd", "takd", "self_distillation", "dkd", "dist", "mixup_kd", "sp", "nkd", "camkd", "crd",
+                       "sokd"}
     for name in kd.methods.available():
         method = kd.methods.create(name)
         assert method.needs_teacher == (name in teacher_methods), name
@@ -330,7 +332,7 @@ def test_create_rejects_unknown_hyperparameters():
         kd.methods.create("ce", temperature=4.0)
 
 
-@pytest.mark.parametrize("name", ["kd", "takd", "self_distillation", "dkd", "dist", "bake", "mixup_kd", "nkd"])
+@pytest.mark.parametrize("name", ["kd", "takd", "self_distillation", "dkd", "dist", "bake", "mixup_kd", "nkd", "sokd"])
 @pytest.mark.parametrize("T", [0.0, -4.0])
 def test_bad_temperature_raises(name, T):
     with pytest.raises(ValueError, match="temperature"):
@@ -347,6 +349,7 @@ def test_bad_temperature_raises(name, T):
     ("mixup_kd", {"sampler": "random"}, "sampler"), ("nkd", {"gamma": -1.0}, "gamma"), ("uskd", {"mu": -0.1}, "mu"),
     ("camkd", {"weighting": "entropy"}, "weighting"), ("camkd", {"weighting": "average"}, "feature term"),
     ("dml", {"teacher_model": "resnet9"}, "teacher_model"), ("switokd", {"teacher_lr_scale": 0.0}, "teacher_lr_scale"),
+    ("sokd", {"branch_init": "copy"}, "branch_init"),
 ])
 def test_bad_hyperparameters_raise(name, hp, word):
     with pytest.raises(ValueError, match=word):
@@ -511,3 +514,53 @@ def test_switokd_expert_mode_pauses_the_teacher_weights_and_optimiser_state(digi
             assert all(torch.equal(b, opt.state[p]["momentum_buffer"]) for b, p in zip(buffers, teacher_params))
         else:
             assert all(moved)
+
+
+def _sokd(digits, teacher, **hp):
+    method = kd.methods.create("sokd", **hp)
+    method.setup(digits.y_train, digits.num_classes, DEVICE, 3)
+    student = kd.models.create("resnet8", digits.num_classes, in_channels=1)
+    method.owned = method.build(student, teacher, torch.zeros(2, *digits.x_train.shape[1:]))
+    return method, student
+
+
+def test_sokd_branch_starts_as_the_teacher_or_untrained(digits, teacher):
+    """branch_init "teacher": the branch is a copy of the teacher's last stage and head reading the
+    teacher's second-to-last stage, so before any step it predicts exactly what the teacher does (eval
+    mode); "random": the same modules freshly initialised from the run's seed (the official code's
+    untrained branch), the global random state left as it was."""
+    batch = next(iter(Loader(digits.x_eval, digits.y_eval, digits.mean, digits.std, batch_size=100, train=False)))
+    method, _ = _sokd(digits, teacher)
+    method.owned.eval()
+    branch, t_logits = method.branch_logits(teacher, batch.x)
+    torch.testing.assert_close(branch, t_logits, rtol=0, atol=0)
+    assert method.evaluate([batch])["branch_top1"] == 100 * kd.metrics.accuracy(t_logits, batch.y)
+    random, student = _sokd(digits, teacher, branch_init="random")
+    state = torch.get_rng_state()
+    random.build(student, teacher, torch.zeros(2, *digits.x_train.shape[1:]))
+    assert torch.equal(torch.get_rng_state(), state)
+    again, _ = _sokd(digits, teacher, branch_init="random")
+    w = [m.owned.classifier.weight for m in (method, random, again)]
+    assert not torch.equal(w[0], w[1]) and torch.equal(w[1], w[2]), "seeded, and not the teacher's"
+    with pytest.raises(ValueError, match="at least two stages"):
+        _sokd(digits, kd.models.Ensemble([teacher, teacher]))
+
+
+def test_sokd_terms_train_each_network_only_through_its_own_loss(digits, teacher):
+    """The student's terms (ce, kd) reach the student only, the branch's (branch_ce, branch_kd_teacher,
+    branch_kd_student) the branch only; the frozen teacher gets no gradient (official trainer/sokd.py:
+    every partner detached, the teacher's features detached before the branch)."""
+    method, student = _sokd(digits, teacher)
+    frozen = [None if p.grad is None else p.grad.clone() for p in teacher.parameters()]
+    batch = next(iter(loader(digits)))
+    _, terms = method.forward_train(student, teacher, batch)
+    assert set(terms) == {"ce", "kd", "branch_ce", "branch_kd_teacher", "branch_kd_student"}
+    for names, trained, untouched in ((("ce", "kd"), student, method.owned),
+                                      (("branch_ce", "branch_kd_teacher", "branch_kd_student"), method.owned, student)):
+        for net in (student, method.owned):
+            net.zero_grad(set_to_none=True)
+        sum(terms[k] for k in names).backward(retain_graph=True)
+        assert all(p.grad is not None for p in trained.parameters()), names
+        assert all(p.grad is None for p in untouched.parameters()), names
+        assert all((g is None and p.grad is None) or torch.equal(g, p.grad)
+                   for g, p in zip(frozen, teacher.parameters())), names

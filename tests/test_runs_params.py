@@ -828,3 +828,21 @@ def test_mfh_shares_the_testbed_runs_and_shows_the_student_only_its_own_image():
                 for c in images[row]] == [c.hash() for c in control["KD"]], "only the views differ"
     check = plan["view_check"]["CE on view 0 of the two-view data"][0]
     assert check.replace(views=None, seen_views=None).hash() == control["CE"][0].hash()
+
+
+def test_sokd_shares_the_nkd_ce_and_kd_runs_and_pairs_every_row_by_seed():
+    """On cpu the student alone and KD are the runs NKD's (and the DKD notebook's) rows use; the SOKD rows
+    distil from the pair's params.yaml teacher and differ only in the branch's initialisation; DML
+    co-trains the teacher's architecture and has no params.yaml teacher."""
+    P = Profile("cpu", params=PARAMS, check_device=False)
+    sec = P.section("sokd")
+    plan = importlib.import_module("kd.experiments.sokd").plan(P, sec)["rows"]
+    nkd = importlib.import_module("kd.experiments.nkd").plan(P, P.section("nkd"))["teacher"]
+    for row in ("CE", "KD"):
+        assert [c.hash() for c in plan[row]] == [c.hash() for c in nkd[row]], row
+    teacher = P.teacher_config(sec["pair"]["teacher"])
+    for copied, untrained in zip(plan["SOKD"], plan["SOKD, untrained branch"]):
+        assert copied.teacher.hash() == untrained.teacher.hash() == teacher.hash() and copied.seed == untrained.seed
+        assert (copied.method_args["branch_init"], untrained.method_args["branch_init"]) == ("teacher", "random")
+    assert all(c.teacher is None and c.method_args["teacher_model"] == teacher.model for c in plan["DML"])
+    assert all([c.seed for c in cs] == P.seeds for cs in plan.values())
