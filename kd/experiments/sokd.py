@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
+from kd import models as kd_models
+from kd.data import INFO
 from kd.experiments import pair_label as label, paper_pair  # noqa: F401  (E.label, E.paper_pair in the notebook)
 from kd.experiments.switokd import band, finish_epoch_figure
+from kd.methods.sokd import Branch
 from kd.train import TrainConfig
 
 # The keys of params.yaml's sokd section; any other key there or in a notebook's overrides is an error
@@ -48,6 +51,14 @@ def teacher_names(P, sec: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- analysis
+
+def branch_share(model: str, dataset: str) -> float:
+    """The share of a teacher's parameters that its SOKD branch (`Branch`: last stage and head) copies."""
+    info = INFO[dataset]
+    net = kd_models.create(model, info.num_classes, in_channels=info.channels)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return count(Branch(net)) / count(net)
+
 
 def last(runs, key: str) -> list[float]:
     """Per run, the last evaluated value of a per-epoch column of its metrics.csv."""
