@@ -1,14 +1,17 @@
-"""Rerun one paper's committed study stage at another thread count and compare the verdicts.
+"""Rerun one paper's committed study stage on this machine and compare the verdicts.
 
-A CPU run's last digits depend on the CPU model and the thread count (README, Determinism); the
-verdicts rest on paired differences over seeds and must not hinge on those digits. This script
-retrains every run of the paper's stage (its teachers included) in a fresh run store with the
-profile's `threads` and `workers` replaced, executes the paper's notebook into a fresh results
-folder (the committed testbed verdict copied there, as the stage reads it), and writes
-results/benchmarks/rerun_<profile>_<paper>.json: each claim's verdict and difference, committed
-and rerun, and how many verdicts agree.
+A CPU run's digits depend on the CPU (its model and kernels) and the thread count (README,
+Determinism); the verdicts rest on paired differences over seeds and must not hinge on them.
+This script retrains every run of the paper's stage (its teachers included) in a fresh run store,
+with the profile's `threads` and `workers` or others given, executes the paper's notebook into a
+fresh results folder (the committed testbed verdict copied there, as the stage reads it), and
+writes results/benchmarks/rerun_<profile>_<paper>.json: each claim's verdict and difference,
+committed and rerun, how many verdicts agree and how many differences are the same to the bit
+(all of them: this machine and settings compute what the committed stage's did, and the check
+tested nothing).
 
     OMP_NUM_THREADS=2 python benchmarks/rerun_check.py --profile cpu --threads 2 --workers 1 pskd
+    OMP_NUM_THREADS=1 python benchmarks/rerun_check.py --profile cpu pskd   # another machine, same settings
 """
 from __future__ import annotations
 
@@ -31,14 +34,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--threads", type=int, required=True, help="CPU threads per training in the rerun")
-    ap.add_argument("--workers", type=int, required=True, help="trainings at a time in the rerun")
+    ap.add_argument("--threads", type=int, help="CPU threads per training in the rerun (default: the profile's)")
+    ap.add_argument("--workers", type=int, help="trainings at a time in the rerun (default: the profile's)")
     ap.add_argument("--scratch", help="folder of the rerun's runs and results (default: a new temporary one, kept)")
     ap.add_argument("paper")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from kd.__main__ import studies
-    from kd.env import device_name
+    from kd.env import cpu_capability, device_name
     from kd.io import atomic_write_text
     from kd.params import load_params
 
@@ -49,15 +52,14 @@ def main(argv=None) -> int:
     for f in (committed_file, testbed_file):
         if not f.exists():
             raise SystemExit(f"{f.relative_to(ROOT)} is missing: run and commit the {args.profile} stage first")
-    if args.threads < 1 or args.workers < 1:
+    if any(n is not None and n < 1 for n in (args.threads, args.workers)):
         raise SystemExit("--threads and --workers must be at least 1")
     params = load_params()
     original = {k: params["profiles"][args.profile].get(k) for k in ("threads", "workers")}
-    if original == {"threads": args.threads, "workers": args.workers}:
-        raise SystemExit(f"the profile already trains with {original}: choose another thread count")
+    settings = {"threads": args.threads or original["threads"], "workers": args.workers or original["workers"]}
 
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix=f"rerun-{args.paper}-"))
-    params["profiles"][args.profile].update(threads=args.threads, workers=args.workers)
+    params["profiles"][args.profile].update(settings)
     (scratch / "params.yaml").parent.mkdir(parents=True, exist_ok=True)
     (scratch / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     results = scratch / "results"
@@ -81,14 +83,17 @@ def main(argv=None) -> int:
                "rerun": {f: rerun.get(k, {}).get(f) for f in ("verdict", "difference", "ci", "p_holm")}}
               for k in committed]
     agree = sum(c["committed"]["verdict"] == c["rerun"]["verdict"] for c in claims)
+    same = sum(c["committed"]["difference"] == c["rerun"]["difference"] for c in claims)
     record = {"paper": args.paper, "profile": args.profile, "date": time.strftime("%Y-%m-%d"),
-              "machine": device_name(torch.device("cpu")), "committed_settings": original,
-              "rerun_settings": {"threads": args.threads, "workers": args.workers},
-              "wall_s": round(wall), "verdicts_agree": f"{agree} of {len(claims)}", "claims": claims}
+              "machine": device_name(torch.device("cpu")), "cpu_capability": cpu_capability(),
+              "committed_settings": original, "rerun_settings": settings, "wall_s": round(wall),
+              "verdicts_agree": f"{agree} of {len(claims)}",
+              "differences_bit_identical": f"{same} of {len(claims)}", "claims": claims}
     out = ROOT / "results" / "benchmarks" / f"rerun_{args.profile}_{args.paper}.json"
     atomic_write_text(out, json.dumps(record, indent=2) + "\n")
-    print(f"{args.paper} ({args.profile}) rerun at {args.threads} threads x {args.workers} workers: verdicts agree on "
-          f"{agree} of {len(claims)}; wrote {out.relative_to(ROOT)} (runs kept in {scratch})")
+    print(f"{args.paper} ({args.profile}) rerun at {settings['threads']} threads x {settings['workers']} workers: "
+          f"verdicts agree on {agree} of {len(claims)}, differences the same to the bit on {same}; "
+          f"wrote {out.relative_to(ROOT)} (runs kept in {scratch})")
     return 0
 
 
