@@ -60,11 +60,6 @@ def branch_share(model: str, dataset: str) -> float:
     return count(Branch(net)) / count(net)
 
 
-def last(runs, key: str) -> list[float]:
-    """Per run, the last evaluated value of a per-epoch column of its metrics.csv."""
-    return [float(r.history[key].dropna().iloc[-1]) for r in runs]
-
-
 def curves_figure(rows: dict, teacher_top1: float, title: str):
     """Per epoch (mean over seeds, shaded: the seeds' range): the students' and the SOKD branches' test
     top-1 beside the frozen teacher's; the SOKD students' agreement with their branch."""
