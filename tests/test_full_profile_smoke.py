@@ -46,6 +46,8 @@ def full_on_cpu(tmp_path_factory):
     ss["pair"]["full"] = {**ss["pair"]["full"], "teacher": "resnet56_2ep"}
     ss["batch_sizes"]["full"], ss["teacher_epochs"]["full"] = [64, 128], [1, 2]
     ss["checkpoints"]["full"], ss["early_epoch"]["full"] = [1], 1
+    # lsskd: its small data regime (a train override of its own) on the 128 images, one batch of the full profile
+    params["lsskd"]["regimes"]["full"]["small"] = {"train_subset": 128, "epochs": 2}
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {"KD_PARAMS": str(tmp / "params.yaml"), "KD_RUNS": str(tmp / "runs"),
            "KD_RESULTS": str(tmp / "results"), "MPLBACKEND": "Agg"}

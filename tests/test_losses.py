@@ -295,6 +295,54 @@ def test_bdkd_terms_against_the_reconstruction_written_out():
     assert not terms["forward_weight"].requires_grad and not terms["entropy_gap"].requires_grad
 
 
+def test_lsskd_rotations_and_joint_labels():
+    """LSSKD (our reconstruction, kd/methods/lsskd.py; no official code): image i's k-th quarter turn at row m i + k
+    with the joint label m y_i + k (HSAKD's layout); one rotation is the batch itself."""
+    x, y = torch.randn(3, 2, 5, 5), torch.tensor([2, 0, 1])
+    for m in (1, 2, 4):
+        r, j = L.rotations(x, m), L.joint_labels(y, m)
+        assert r.shape == (3 * m, 2, 5, 5) and j.tolist() == [m * int(y[i]) + k for i in range(3) for k in range(m)]
+        for i in range(3):
+            for k in range(m):
+                assert torch.equal(r[m * i + k], torch.rot90(x[i], k, (1, 2)))
+    with pytest.raises(ValueError, match="square"):
+        L.rotations(torch.randn(2, 1, 4, 5), 4)
+
+
+def test_lsskd_terms_against_the_reconstruction_written_out():
+    """LSSKD's terms (our reconstruction; docs/papers.md, LSSKD), each written out per sample: the soft CE of the
+    final head and of every auxiliary head, T^2 KL(q_{l+1} || q_l) from each deeper head to the next shallower
+    (the deeper one a constant), the mean squared feature difference to the network's (detached) feature."""
+    g = torch.Generator().manual_seed(0)
+    B, N, T = 4, 3, 3.0
+    logits = torch.randn(B, N, generator=g, dtype=torch.float64)
+    aux = [torch.randn(B, N * 2, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    feats = [torch.randn(B, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    pooled = torch.randn(B, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.softmax(torch.randn(B, N, generator=g, dtype=torch.float64), 1)
+    aux_target = [torch.softmax(torch.randn(B, N * 2, generator=g, dtype=torch.float64), 1) for _ in range(3)]
+    terms = L.lsskd_terms(logits, aux, feats, pooled, target, aux_target, T, kl_weight=0.5, feature_weight=2.0)
+
+    def ce(z, t):
+        return sum(-(t[i] * torch.log(torch.exp(z[i]) / torch.exp(z[i]).sum())).sum() for i in range(B)) / B
+
+    def kl(p_logits, q_logits):
+        p, q = torch.softmax(p_logits / T, 1), torch.softmax(q_logits / T, 1)
+        return sum((p[i] * (p[i] / q[i]).log()).sum() for i in range(B)) / B
+
+    torch.testing.assert_close(terms["ce"], ce(logits, target))
+    torch.testing.assert_close(terms["aux_ce"], sum(ce(z, t) for z, t in zip(aux, aux_target)))
+    torch.testing.assert_close(terms["aux_kl"], 0.5 * T * T * (kl(aux[1], aux[0]) + kl(aux[2], aux[1])))
+    torch.testing.assert_close(terms["aux_feature"],
+                               2.0 * sum(((f - pooled) ** 2).sum() / f.numel() for f in feats))
+    terms["aux_kl"].backward(retain_graph=True)
+    assert aux[0].grad is not None and aux[1].grad is not None and aux[2].grad is None, "the deeper head is a constant"
+    terms["aux_feature"].backward()
+    assert pooled.grad is None and all(f.grad is not None for f in feats), "the network's feature is a constant"
+    plain = L.lsskd_terms(logits, aux, feats, pooled, target, aux_target, T, kl_weight=0.0, feature_weight=0.0)
+    assert set(plain) == {"ce", "aux_ce"}, "HSAKD-style: the cross-layer terms are absent, not zero-weighted"
+
+
 @pytest.mark.parametrize("weights, name", [((1.0, 1.0), "mfh_student_loss_w1_1"),
                                            ((0.5, 2.0), "mfh_student_loss_w0.5_2")])
 def test_mfh_synthetic_student_loss_matches_official(weights, name):

@@ -52,6 +52,8 @@ VARIANTS = {
     "bdkd": [{"teacher_model": "resnet14"}, {"teacher_model": "resnet14", "balance": "reverse"}],
     "crd": [{"nce_k": 256}, {"nce_k": 256, "kd_weight": 1.0}],  # CRD, CRD + KD (K within the test's images)
     "sokd": [{}, {"branch_init": "random"}],               # the branch as the paper says, as the official code does
+    # LSSKD, without its rotations, HSAKD-style (no previous-epoch targets, no cross-layer terms)
+    "lsskd": [{}, {"rotations": 1}, {"alpha_T": 0.0, "kl_weight": 0.0, "feature_weight": 0.0}],
 }
 # methods whose total loss is measured against a moving reference: the student's CE must go down instead.
 # CRD's NCE term scores against memory banks that start random and fill with learned embeddings during the
@@ -332,7 +334,8 @@ def test_create_rejects_unknown_hyperparameters():
         kd.methods.create("ce", temperature=4.0)
 
 
-@pytest.mark.parametrize("name", ["kd", "takd", "self_distillation", "dkd", "dist", "bake", "mixup_kd", "nkd", "sokd"])
+@pytest.mark.parametrize("name", ["kd", "takd", "self_distillation", "dkd", "dist", "bake", "mixup_kd", "nkd", "sokd",
+                                  "lsskd"])
 @pytest.mark.parametrize("T", [0.0, -4.0])
 def test_bad_temperature_raises(name, T):
     with pytest.raises(ValueError, match="temperature"):
@@ -349,7 +352,8 @@ def test_bad_temperature_raises(name, T):
     ("mixup_kd", {"sampler": "random"}, "sampler"), ("nkd", {"gamma": -1.0}, "gamma"), ("uskd", {"mu": -0.1}, "mu"),
     ("camkd", {"weighting": "entropy"}, "weighting"), ("camkd", {"weighting": "average"}, "feature term"),
     ("dml", {"teacher_model": "resnet9"}, "teacher_model"), ("switokd", {"teacher_lr_scale": 0.0}, "teacher_lr_scale"),
-    ("sokd", {"branch_init": "copy"}, "branch_init"),
+    ("sokd", {"branch_init": "copy"}, "branch_init"), ("lsskd", {"rotations": 3}, "rotations"),
+    ("lsskd", {"alpha_T": 1.5}, "alpha_T"), ("lsskd", {"kl_weight": -1.0}, "kl_weight"),
 ])
 def test_bad_hyperparameters_raise(name, hp, word):
     with pytest.raises(ValueError, match=word):
@@ -564,3 +568,80 @@ def test_sokd_terms_train_each_network_only_through_its_own_loss(digits, teacher
         assert all(p.grad is None for p in untouched.parameters()), names
         assert all((g is None and p.grad is None) or torch.equal(g, p.grad)
                    for g, p in zip(frozen, teacher.parameters())), names
+
+
+def _lsskd(digits, **hp):
+    torch.manual_seed(0)
+    student = kd.models.create("resnet8", 10, in_channels=1).train()
+    method = kd.methods.create("lsskd", **hp)
+    method.setup(digits.y_train, 10, DEVICE, 0)
+    method.owned = method.build(student, None, torch.zeros(2, *digits.x_train.shape[1:]))
+    return method, student
+
+
+def test_lsskd_heads_memories_and_targets(digits):
+    """One auxiliary head after each stage but the stem, over the 10 x 4 joint labels; the memories start one-hot
+    (the final head's N x C, each head's N x 4 x 40); a step's targets soften the labels with exactly these
+    samples' previous predictions (PS-KD's a_t, the joint label's for each rotation), then the memories hold this
+    step's predictions there and nothing else changes; they are saved and restored with the training state;
+    the heads stay out of the deployed network."""
+    method, student = _lsskd(digits)
+    assert len(method.owned) == len(student.stages) - 1
+    assert all(h.classifier.out_features == 40 for h in method.owned)
+    n = len(digits.y_train)
+    assert torch.equal(method.memory["final"], F.one_hot(digits.y_train, 10).float())
+    joint = F.one_hot(4 * digits.y_train.view(-1, 1) + torch.arange(4), 40).float()
+    assert method.memory["aux"].shape == (3, n, 4, 40) and all(torch.equal(m, joint) for m in method.memory["aux"])
+    method.on_epoch_start(49, 100)
+    batch = _fixed_batch(digits)
+    B = len(batch.index)
+    prev_final = torch.softmax(torch.randn(B, 10), 1)
+    prev_aux = torch.softmax(torch.randn(3, B, 4, 40), -1)
+    method.memory["final"][batch.index], method.memory["aux"][:, batch.index] = prev_final, prev_aux
+    before = {k: v.clone() for k, v in method.memory.items()}
+    logits, terms = method.forward_train(student, None, batch)
+    student.eval()
+    method.owned.eval()
+    assert set(terms) == {"ce", "aux_ce", "aux_kl", "aux_feature"}
+    target = 0.6 * F.one_hot(batch.y, 10).float() + 0.4 * prev_final
+    torch.testing.assert_close(terms["ce"], losses.soft_cross_entropy(logits, target), rtol=0, atol=0)
+    untouched = torch.ones(n, dtype=torch.bool)
+    untouched[batch.index] = False
+    torch.testing.assert_close(method.memory["final"][batch.index], logits.detach().softmax(1))
+    assert torch.equal(method.memory["final"][untouched], before["final"][untouched])
+    assert torch.equal(method.memory["aux"][:, untouched], before["aux"][:, untouched])
+    for h in range(3):
+        rows = method.memory["aux"][h, batch.index]  # B x 4 x 40: this step's predictions on the rotations
+        assert torch.allclose(rows.sum(-1), torch.ones(B, 4)) and not torch.equal(rows, prev_aux[h])
+    state = {k: v.clone() if torch.is_tensor(v) else v for k, v in method.state_dict().items()}
+    other, _ = _lsskd(digits)
+    other.load_state_dict(state)
+    assert all(torch.equal(other.memory[k], method.memory[k]) for k in method.memory)
+    assert not any(k.startswith("owned") for k in student.state_dict())
+
+
+def test_lsskd_aux_targets_are_joint_labels_softened_per_rotation(digits):
+    """The heads' targets: (1 - a) onehot(4 y + k) + a q_prev(rotation k of x), per head (written out here
+    with a loop over samples and rotations); one rotation means class labels and the batch itself."""
+    method, student = _lsskd(digits, kl_weight=0.0, feature_weight=0.0)
+    method.on_epoch_start(99, 100)  # a = 0.8
+    batch = _fixed_batch(digits)
+    B = len(batch.index)
+    prev = torch.softmax(torch.randn(3, B, 4, 40), -1)
+    method.memory["aux"][:, batch.index] = prev
+    x4 = torch.stack([torch.rot90(batch.x, k, (2, 3)) for k in range(4)], 1).flatten(0, 1)
+    torch.manual_seed(1)
+    _, feats = student(x4, return_features=True)  # BatchNorm in train mode: the same batch statistics as the method's
+    expected = 0.0
+    for h, head in enumerate(method.owned):
+        z, _ = head(feats["maps"][h + 1])
+        t = torch.zeros(4 * B, 40)
+        for i in range(B):
+            for k in range(4):
+                t[4 * i + k] = 0.2 * F.one_hot(4 * batch.y[i] + k, 40).float() + 0.8 * prev[h, i, k]
+        expected = expected + losses.soft_cross_entropy(z, t)
+    _, terms = method.forward_train(student, None, batch)
+    torch.testing.assert_close(terms["aux_ce"], expected)
+    one, net = _lsskd(digits, rotations=1)
+    logits, _ = one.forward_train(net, None, batch)
+    assert logits.shape == (B, 10) and one.memory["aux"].shape[-2:] == (1, 10)

@@ -846,3 +846,30 @@ def test_sokd_shares_the_nkd_ce_and_kd_runs_and_pairs_every_row_by_seed():
         assert (copied.method_args["branch_init"], untrained.method_args["branch_init"]) == ("teacher", "random")
     assert all(c.teacher is None and c.method_args["teacher_model"] == teacher.model for c in plan["DML"])
     assert all([c.seed for c in cs] == P.seeds for cs in plan.values())
+
+
+def test_lsskd_shares_the_pskd_and_testbed_runs_and_pairs_every_row_by_seed():
+    """On cpu the small regime is PS-KD's (its CE and PS-KD rows are the pskd notebook's runs) and the large one
+    the testbed's (its CE is the positive control's student); the ablation rows are LSSKD with one part off,
+    on the first `ablation_seeds` seeds; the same seeds in every row."""
+    P = Profile("cpu", params=PARAMS, check_device=False)
+    sec = P.section("lsskd")
+    plan = importlib.import_module("kd.experiments.lsskd").plan(P, sec)
+    pskd = importlib.import_module("kd.experiments.pskd").plan(P, P.section("pskd"))["main"]
+    control = importlib.import_module("kd.experiments.testbed").plan(P, P.section("testbed"))["control"]
+    assert [c.hash() for c in plan["main"]["CE"]] == [c.hash() for c in pskd["CE"]]
+    assert [c.hash() for c in plan["main"]["PS-KD"]] == [c.hash() for c in pskd["PS-KD"]]
+    assert [c.hash() for c in plan["data"]["large"]["CE"]] == [c.hash() for c in control["CE"]]
+    assert plan["data"]["small"]["LSSKD"] == plan["main"]["LSSKD"] and plan["data"]["small"]["CE"] == plan["main"]["CE"]
+    small, large = plan["main"]["LSSKD"][0], plan["data"]["large"]["LSSKD"][0]
+    assert small.epochs * small.train_subset == large.epochs * large.train_subset, "the same steps in both regimes"
+    assert all([c.seed for c in cs] == P.seeds for cs in [*plan["main"].values(), *plan["data"]["large"].values()])
+    full = plan["ablation"]["LSSKD"][0].method_args
+    assert [c.seed for c in plan["ablation"]["LSSKD"]] == P.first_seeds(sec["ablation_seeds"])
+    for row, cs in plan["ablation"].items():
+        changed = {k for k, v in cs[0].method_args.items() if v != full[k]}
+        assert changed == {"LSSKD": set(), "without rotations": {"rotations"},
+                           "without previous-epoch targets": {"alpha_T"},
+                           "without cross-layer terms": {"kl_weight", "feature_weight"},
+                           "HSAKD-style (neither)": {"alpha_T", "kl_weight", "feature_weight"}}[row], row
+    assert plan["ablation"]["HSAKD-style (neither)"][0].hash() == plan["main"]["HSAKD-style"][0].hash()
