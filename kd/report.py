@@ -113,6 +113,33 @@ def curves(groups: dict, keys=("train_loss", "top1")):
     return fig
 
 
+def accuracy_figure(panels: dict[str, dict[str, list[float]]], title: str):
+    """One panel per group of rows ({panel title: {row: [top-1 per seed]}}): bars of the mean ± std
+    over seeds (the first row grey: the baseline) and, with several seeds, one line per seed (the pairs
+    the verdicts compare). Long row names wrap."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (name, groups) in zip(axes[0], panels.items()):
+        per_seed = np.array(list(groups.values()), dtype=float)
+        ms = [mean_std(v) for v in per_seed]
+        ax.bar(range(len(groups)), [m for m, _, _ in ms], yerr=[0 if np.isnan(sd) else sd for _, sd, _ in ms],
+               capsize=4, color=["grey", *plt.rcParams["axes.prop_cycle"].by_key()["color"][:len(groups) - 1]])
+        ax.set_xticks(range(len(groups)), [textwrap.fill(g, 16) for g in groups], fontsize=7)
+        if per_seed.shape[1] > 1:
+            for column in per_seed.T:
+                ax.plot(range(len(groups)), column, color="k", lw=0.5, alpha=0.4, marker=".", ms=4)
+        ax.set_ylim(per_seed.min() - 3, per_seed.max() + 1.5)
+        ax.set_ylabel("test top-1 (%), last epoch")
+        ax.set_title(name, fontsize=8)
+    title += "; bars: mean ± std, lines: one seed" if per_seed.shape[1] > 1 else ""
+    fig.suptitle(textwrap.fill(title, 80 * len(panels)), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def values(runs, key: str = "top1") -> list[float]:
     return [r.summary[key] for r in runs]
 

@@ -19,7 +19,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from kd import methods as kd_methods
-from kd.experiments.switokd import accuracy_figure  # noqa: F401  (E.accuracy_figure in the notebook)
 from kd.train import TrainConfig
 
 # The keys of params.yaml's lsskd section; any other key there or in a notebook's overrides is an error

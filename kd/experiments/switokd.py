@@ -13,11 +13,10 @@ configuration's hash): on cpu the student alone is the same run as other papers'
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from kd.experiments import pair_label as label, paper_pair  # noqa: F401  (E.label, E.paper_pair in the notebook)
-from kd.report import fmt, mean_std
+from kd.report import accuracy_figure, fmt, mean_std  # noqa: F401  (E.accuracy_figure in the notebook)
 from kd.train import TrainConfig
 
 # The keys of params.yaml's switokd section; any other key there or in a notebook's overrides is an error
@@ -143,26 +142,6 @@ def finish_epoch_figure(fig, axes, title: str):
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def accuracy_figure(panels: dict[str, dict[str, list[float]]], title: str):
-    """One panel per group of rows ({panel title: {row: [top-1 per seed]}}): bars of the mean ± std
-    over seeds and, with several seeds, one line per seed (the pairs the verdicts compare)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.4), squeeze=False)
-    for ax, (name, groups) in zip(axes[0], panels.items()):
-        per_seed = np.array(list(groups.values()), dtype=float)
-        ms = [mean_std(v) for v in per_seed]
-        ax.bar(list(groups), [m for m, _, _ in ms], yerr=[0 if np.isnan(sd) else sd for _, sd, _ in ms], capsize=4,
-               color=["grey", *plt.rcParams["axes.prop_cycle"].by_key()["color"][:len(groups) - 1]])
-        if per_seed.shape[1] > 1:
-            for column in per_seed.T:
-                ax.plot(range(len(groups)), column, color="k", lw=0.5, alpha=0.4, marker=".", ms=4)
-        ax.set_ylim(per_seed.min() - 3, per_seed.max() + 1.5)
-        ax.set_ylabel("test top-1 (%), last epoch")
-        ax.set_title(name, fontsize=8)
-    fig.suptitle(title + ("; bars: mean ± std, lines: one seed" if per_seed.shape[1] > 1 else ""), fontsize=9)
     fig.tight_layout()
     return fig
 
