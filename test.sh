@@ -9,11 +9,13 @@ source .venv/bin/activate
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 export KD_RUNS="$scratch/runs" KD_RESULTS="$scratch/results" MPLBACKEND=Agg
-# Two pytest processes side by side, one per core: the `full`-profile smoke test (every notebook on the `full`
-# paths, one thread; its own runs and results) and everything else (the unit tests, then every notebook under
-# nbval on `quick`). The smoke test's report is printed after the other's; the exit status fails if either failed.
+# Two pytest processes side by side, one per core and one thread each (KD_THREADS overrides the profiles' threads:
+# more threads than cores stall OpenMP): the `full`-profile smoke test (every notebook on the `full` paths; its own
+# runs and results) and everything else (the unit tests, then every notebook under nbval on `quick`). The smoke
+# test's report is printed after the other's; the exit status fails if either failed.
+export KD_THREADS=1 OMP_NUM_THREADS=1
 say "running the tests: the full-profile smoke test in the background, the unit tests and nbval in the foreground"
-OMP_NUM_THREADS=1 python -m pytest tests/test_full_profile_smoke.py -p no:cacheprovider "$@" > "$scratch/smoke.log" 2>&1 &
+python -m pytest tests/test_full_profile_smoke.py -p no:cacheprovider "$@" > "$scratch/smoke.log" 2>&1 &
 smoke=$!
 status=0
 python -m pytest tests notebooks --ignore tests/test_full_profile_smoke.py --nbval-lax \

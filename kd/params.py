@@ -133,8 +133,11 @@ class Profile:
         self.seeds: list[int] = list(self.settings["seeds"]) if seeds is None else parse_seeds(seeds)
         self.device: str = self.settings.get("device", "cpu")
         self.workers: int = int(self.settings.get("workers", 1))
-        # CPU threads per training (None: torch's default); a CPU run's last digits depend on it
-        self.threads: int | None = self.settings.get("threads")
+        # CPU threads per training (None: torch's default); a CPU run's last digits depend on it. KD_THREADS
+        # overrides it (./test.sh runs two test processes side by side, one thread each: more threads than
+        # cores stall OpenMP)
+        self.threads: int | None = int(os.environ["KD_THREADS"]) if os.environ.get("KD_THREADS") else \
+            self.settings.get("threads")
         # a smoke-test profile: its verdicts are `not tested` (kd.report.Report)
         self.smoke: bool = bool(self.settings.get("smoke", False))
         # one teacher (this seed) for the students of every seed, or None: a teacher per seed

@@ -81,6 +81,14 @@ def test_second_run_returns_the_stored_run_without_training(tmp_path, fits):
     assert len(fits) == 2, "another configuration is another run"
 
 
+def test_kd_threads_overrides_the_profiles_threads(monkeypatch):
+    """KD_THREADS (./test.sh's two processes side by side, one thread each) wins over a profile's `threads`."""
+    monkeypatch.delenv("KD_THREADS", raising=False)
+    assert Profile("quick", params=PARAMS, check_device=False).threads == PARAMS["profiles"]["quick"]["threads"]
+    monkeypatch.setenv("KD_THREADS", "1")
+    assert Profile("quick", params=PARAMS, check_device=False).threads == 1
+
+
 def test_run_many_trains_with_the_threads_asked_for_and_restores_them(tmp_path):
     before = torch.get_num_threads()
     (r,) = kd_runs.run_many([tiny()], root=tmp_path, device="cpu", threads=1, progress=False)
