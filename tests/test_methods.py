@@ -167,7 +167,7 @@ def test_method_flags():
         assert method.needs_teacher == (name in teacher_methods), name
         assert method.same_architecture == (name == "self_distillation"), name
         assert method.same_class == (3 if name == "bake" else 0), name
-        assert method.every_sample == (name == "pskd"), name
+        assert method.every_sample == (name in ("pskd", "lsskd")), name  # memories indexed by sample
     assert kd.methods.create("bake", same_class=1).same_class == 1
 
 
