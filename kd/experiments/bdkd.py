@@ -16,8 +16,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from kd.experiments import pair_label as label, paper_pair  # noqa: F401  (E.label, E.paper_pair in the notebook)
-from kd.experiments.switokd import (accuracy_figure, band, finish_epoch_figure, online_args,  # noqa: F401
+from kd.experiments.switokd import (band, finish_epoch_figure, online_args,  # noqa: F401
                                     teacher_table, teacher_values)
+from kd.report import accuracy_figure  # noqa: F401  (E.accuracy_figure in the notebook)
 from kd.train import TrainConfig
 
 # The keys of params.yaml's bdkd section; any other key there or in a notebook's overrides is an error

@@ -16,7 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kd import models as kd_models
-from kd.methods.base import Method, check_non_negative, check_temperature, feature_shapes, kl, register
+from kd.methods.base import (Method, check_non_negative, check_temperature, feature_shapes, kl, register,
+                             soft_cross_entropy)
 from kd.methods.pskd import pskd_alpha, pskd_targets
 
 # the loss functions of this file, importable from kd.losses
@@ -37,7 +38,7 @@ def joint_labels(y: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def lsskd_terms(logits, aux_logits: list[torch.Tensor], aux_features: list[torch.Tensor], pooled,
-                target: torch.Tensor, aux_target: torch.Tensor, temperature: float = 3.0,
+                target: torch.Tensor, aux_target: list[torch.Tensor], temperature: float = 3.0,
                 kl_weight: float = 1.0, feature_weight: float = 1.0) -> dict:
     """One step's terms (our reconstruction of LSSKD's losses):
     "ce": soft CE of the final head on the upright images against `target` (B x N: PS-KD's
@@ -48,9 +49,8 @@ def lsskd_terms(logits, aux_logits: list[torch.Tensor], aux_features: list[torch
     between the head's pooled feature and the network's on the same (rotated) image, detached."""
     check_temperature(temperature)
     T = temperature
-    soft_ce = lambda z, t: -(t * F.log_softmax(z, 1)).sum(1).mean()  # noqa: E731
-    terms = {"ce": soft_ce(logits, target),
-             "aux_ce": sum(soft_ce(z, t) for z, t in zip(aux_logits, aux_target))}
+    terms = {"ce": soft_cross_entropy(logits, target),
+             "aux_ce": sum(soft_cross_entropy(z, t) for z, t in zip(aux_logits, aux_target))}
     if kl_weight:
         terms["aux_kl"] = kl_weight * T * T * sum(
             kl(F.log_softmax(deep.detach() / T, 1), F.log_softmax(shallow / T, 1))
