@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,9 +212,11 @@ def num_threads(n: int | None):
 
 def _run_one(args):
     cfg_dict, root, device, lookup, threads, fit_options = args
+    t0 = time.perf_counter()
     with num_threads(threads or 1):
-        run(TrainConfig.from_dict(cfg_dict), root=root, device=device, progress=False, lookup=lookup, **fit_options)
-    return cfg_dict
+        done = run(TrainConfig.from_dict(cfg_dict), root=root, device=device, progress=False, lookup=lookup,
+                   **fit_options)
+    return done.path.name, done.summary["top1"], time.perf_counter() - t0
 
 
 def run_many(configs: list[TrainConfig], *, root=None, device=None, workers: int = 1,
@@ -238,6 +241,7 @@ def run_many(configs: list[TrainConfig], *, root=None, device=None, workers: int
         ctx = mp.get_context("spawn")
         with ctx.Pool(min(workers, len(todo))) as pool:
             jobs = [(c.to_dict(), str(root), device, [str(p) for p in lookup], threads, fit_options) for c in todo]
-            for _ in pool.imap_unordered(_run_one, jobs):
-                pass
+            for k, (name, top1, seconds) in enumerate(pool.imap_unordered(_run_one, jobs), 1):
+                if progress is not False:  # one line per finished run, in the order they finish
+                    print(f"[{k}/{len(todo)}] {name}: top-1 {top1:.2f}, {seconds:.0f} s", flush=True)
     return [find(c, roots) for c in configs]

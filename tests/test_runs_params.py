@@ -2,6 +2,7 @@
 import importlib
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -216,15 +217,23 @@ def test_run_many_validates_every_config_before_training(tmp_path, fits):
     assert fits == []
 
 
-def test_run_many_with_worker_processes(tmp_path):
+def test_run_many_with_worker_processes(tmp_path, capsys):
     """workers > 1: a level's trainings run in that many spawned processes (how a GPU is
-    filled with small CIFAR models); the next level waits for them."""
+    filled with small CIFAR models); the next level waits for them. Each finished run prints
+    one line (its name, top-1 and time) unless progress is False."""
     t1, t2 = tiny(seed=11), tiny(seed=12)
     s = tiny(method="kd", teacher=t1, seed=13)
     runs = kd_runs.run_many([s, t2], root=tmp_path, device="cpu", workers=2, progress=False)
     assert [r.config.hash() for r in runs] == [s.hash(), t2.hash()]
     for cfg in (t1, t2, s):
         assert (kd_runs.run_dir(cfg, tmp_path) / "final.json").exists()
+    assert capsys.readouterr().out == ""
+    t3, t4 = tiny(seed=14), tiny(seed=15)
+    kd_runs.run_many([t3, t4], root=tmp_path, device="cpu", workers=2)
+    lines = capsys.readouterr().out.splitlines()
+    names = sorted(kd_runs.run_dir(c, tmp_path).name for c in (t3, t4))
+    assert sorted(line.split("] ")[1].split(":")[0] for line in lines) == names
+    assert all(re.fullmatch(r"\[[12]/2\] \S+: top-1 \d+\.\d\d, \d+ s", line) for line in lines), lines
 
 
 def test_runs_root_follows_kd_runs(tmp_path, monkeypatch):
