@@ -166,7 +166,7 @@ class OursLoop:
     label = "ours"
 
     def __init__(self, teacher, student, x, y, *, batch_size: int, device: torch.device,
-                 compile: bool = False, bf16: bool = True, channels_last: bool = True,
+                 compile: bool = False, bf16: bool = True, channels_last: bool | None = None,
                  cudnn_benchmark: bool = True, mean=CIFAR100_MEAN, std=CIFAR100_STD,
                  crop_pad: int = 4, seed: int = 0, lr: float = 0.05, epochs_for_schedule: int = 240,
                  method: str = "kd"):
@@ -174,7 +174,7 @@ class OursLoop:
         cuda = device.type == "cuda"
         self.cuda = cuda
         self.cudnn_benchmark = cudnn_benchmark  # kd.train.fit turns cuDNN's autotuner on
-        cl = channels_last and cuda
+        cl = cuda if channels_last is None else channels_last  # None: on CUDA only, as kd.train.fit
         # "kd": 0.1 CE + 0.9 T^2 KL, T = 4 (the CRD / mdistiller recipe); "ce" trains without a teacher
         self.method = kd_methods.create(method)
         if self.method.needs_teacher != (teacher is not None):
