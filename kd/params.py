@@ -252,10 +252,12 @@ class Profile:
         return self.runs_root / "students"
 
     def run_all(self, configs: list[TrainConfig], progress: bool | None = False) -> list[kd_runs.Run]:
-        """Train (or fetch from the cache) every configuration, `workers` at a time."""
+        """Train (or fetch from the cache) every configuration, `workers` at a time; runs of one
+        seed and teacher share the teacher's outputs (kd.replay, under runs/<profile>/teacher_outputs)."""
         return kd_runs.run_many(configs, root=self.students_root, device=self.device,
                                 workers=self.workers, progress=progress, lookup=self._lookup(),
-                                threads=self.threads, evaluations=self.evaluations)
+                                threads=self.threads, evaluations=self.evaluations,
+                                teacher_outputs=self.runs_root / "teacher_outputs")
 
 
 def _train_teacher(args) -> None:

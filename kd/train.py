@@ -37,6 +37,7 @@ from kd import data as kd_data
 from kd import methods as kd_methods
 from kd import models as kd_models
 from kd import prune as kd_prune
+from kd import replay as kd_replay
 from kd.env import provenance
 from kd.io import atomic_save, atomic_write_text, write_csv
 from kd.metrics import classification_metrics, predict
@@ -316,7 +317,7 @@ def load_model(run_dir: str | os.PathLike, device="cpu") -> torch.nn.Module:
 def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Module | list | None = None,
         init: dict | None = None, widths: list[int] | None = None, device=None, resume: bool = True,
         checkpoint_every: int = 1, eval_every: int = 1,
-        evaluations: int | None = None,
+        evaluations: int | None = None, teacher_outputs: str | os.PathLike | None = None,
         compile: bool = False, progress: bool | None = None, data_root=None) -> dict:
     """Train `cfg` into `run_dir` and return the final summary (also written to final.json).
 
@@ -329,6 +330,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     `widths`, its convolution widths from that run (kd.prune.shaped_widths). Evaluation runs every `eval_every`
     epochs, or `evaluations` times over the run when that is given, and at the last epoch. The reported accuracy is
     the LAST epoch's (`top1`); `best_top1` and `best_epoch` are kept as secondary columns.
+    `teacher_outputs`: a folder where, on a CPU, a method that `replays_teacher` records the teacher's
+    logits on this seed's batches or replays those another run recorded (kd.replay; the same numbers).
     """
     method = cfg.validate()
     if isinstance(teacher, (list, tuple)):  # an ensemble teacher's trained members
@@ -429,9 +432,11 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     if compile:
         train_model = torch.compile(train_model)
     autocast = autocast_settings(device, cfg.bf16)
-    teacher_eval_logits = None
+    teacher_eval_logits = replay = None
     if teacher is not None:
         teacher_eval_logits, _ = predict(teacher, eval_loader, torch.bfloat16 if autocast["enabled"] else None)
+        if teacher_outputs is not None and method.replays_teacher and not cuda and dist.world == 1:
+            replay = kd_replay.TeacherReplay(teacher_outputs, kd_replay.stream_key(cfg, method, device), teacher)
 
     show_bar = sys.stderr.isatty() if progress is None else progress
     log = _Logger(run_dir.name, cfg.epochs, show_bar and dist.main, quiet=(progress is False) or not dist.main)
@@ -449,17 +454,20 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
             method.owned.train()
         sums: dict[str, torch.Tensor] = {}
         guard = FiniteGuard(check_every_step=not cuda)
+        step_teacher = replay.epoch(epoch) if replay is not None else teacher
         for step, batch in enumerate(log.steps(train_loader, epoch)):
             lr = learning_rate(cfg, epoch + step / steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
-            loss, terms = train_step(method, train_model, teacher, batch, optimizer, autocast)
+            loss, terms = train_step(method, train_model, step_teacher, batch, optimizer, autocast)
             if pruned is not None:
                 kd_prune.apply(pruned)
             guard.record(loss, terms, epoch, step)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v.detach().float()
         guard.check()
+        if replay is not None:
+            replay.end_epoch()
         if dist.world > 1 and sums:  # the logged training loss is the mean over all processes
             stacked = torch.stack([sums[k] for k in sums])
             torch.distributed.all_reduce(stacked)
@@ -498,6 +506,9 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
                     "epoch_time_s": _median([r["epoch_time_s"] for r in history]),
                     "device": str(device), "teacher_hash": cfg._map_teacher(lambda t: t.hash()),
                     "versions": cfg.identity()["versions"], "provenance": provenance(device)})
+    if replay is not None:
+        summary["teacher_replay"] = {"epochs_replayed": replay.replayed_epochs,
+                                     "batches_recomputed": replay.recomputed_batches}
     if cfg.prune is not None:
         summary["sparsity"] = kd_prune.sparsity(model, kd_prune.resolved(cfg.prune)["layers"])
     if widths is not None:

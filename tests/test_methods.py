@@ -168,7 +168,26 @@ def test_method_flags():
         assert method.same_architecture == (name == "self_distillation"), name
         assert method.same_class == (3 if name == "bake" else 0), name
         assert method.every_sample == (name in ("pskd", "lsskd")), name  # memories indexed by sample
+        assert method.replays_teacher == (name in ("kd", "takd", "self_distillation", "dkd", "dist", "nkd")), name
     assert kd.methods.create("bake", same_class=1).same_class == 1
+
+
+def test_methods_that_replay_the_teacher_use_it_once_on_the_batch(digits):
+    """kd.replay hands these methods recorded logits in place of the teacher, so their one use of the
+    teacher in a step must be teacher_logits(teacher, batch.x): anything else fails here."""
+    batch = next(iter(loader(digits)))
+    teacher = kd.models.create("plane2", 10, in_channels=1).eval()
+    for name in kd.methods.available():
+        method = kd.methods.create(name)
+        if not method.replays_teacher:
+            continue
+        seen = []
+        student = kd.models.create("plane2", 10, in_channels=1)
+        method.setup(digits.y_train, 10, DEVICE, 0)
+        assert method.build(student, teacher, batch.x[:2]) is None, name
+        method.on_epoch_start(0, 10)
+        method.forward_train(student, lambda x, seen=seen: seen.append(x) or teacher(x), batch)
+        assert len(seen) == 1 and seen[0] is batch.x, name
 
 
 def test_bake_batches_hold_same_class_groups(digits):

@@ -374,6 +374,8 @@ def test_profile_trains_teachers_and_students_into_its_folders(tmp_path, monkeyp
     runs = P.run_all(students)
     assert [r.path.parent for r in runs] == [tmp_path / "runs" / "quick" / "students"] * 2
     assert len(fits) == 4, "the teachers are found in their folders, not retrained"
+    assert len(list((tmp_path / "runs" / "quick" / "teacher_outputs").glob("*/epoch_0.pt"))) == 2, \
+        "each seed's KD student recorded its teacher's outputs for the others of its seed (kd.replay)"
     assert P.teacher("small", 1).path == teachers[("small", 1)].path and len(fits) == 4
     out = P.results_dir("mypaper")
     assert out == tmp_path / "results" / "quick" / "mypaper" and (out / "figures").is_dir()

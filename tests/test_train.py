@@ -162,6 +162,47 @@ def test_crd_resumes_its_banks_constants_and_generator(reference, tmp_path, kill
     assert_same_model(tmp_path / "ref", tmp_path / "run")
 
 
+def test_a_run_replaying_recorded_teacher_outputs_is_the_run_that_computes_them(reference, tmp_path):
+    """kd.replay: KD on seed 0 records the teacher's logits epoch by epoch; DKD on seed 0 replays them (the
+    teacher runs only for the test split's logits) and is bit for bit the DKD run that computes them; seed 1
+    records its own; a batch whose images differ from the recorded fingerprint is computed, not replayed."""
+    import kd.replay
+
+    teacher = kd_train.load_model(reference("ce"))
+    calls = []
+    teacher.register_forward_hook(lambda *a: calls.append(1))
+    store = tmp_path / "outputs"
+    kd_cfg, dkd_cfg = tiny(method="kd", teacher=tiny()), tiny(method="dkd", teacher=tiny())
+    recorded = train(kd_cfg, tmp_path / "kd", teacher=teacher, teacher_outputs=store)
+    assert recorded["teacher_replay"] == {"epochs_replayed": 0, "batches_recomputed": 0}
+    assert len(list(store.glob("*/epoch_*.pt"))) == 3 and len(calls) == 3 * 6 + 1
+    train(dkd_cfg, tmp_path / "dkd computed", teacher=teacher)
+    calls.clear()
+    replayed = train(dkd_cfg, tmp_path / "dkd replayed", teacher=teacher, teacher_outputs=store)
+    assert len(calls) == 1, "the teacher ran only on the test split"
+    assert replayed.pop("teacher_replay") == {"epochs_replayed": 3, "batches_recomputed": 0}
+    pd.testing.assert_frame_equal(metrics(tmp_path / "dkd computed"), metrics(tmp_path / "dkd replayed"),
+                                  check_exact=True)
+    assert final(tmp_path / "dkd computed") == {k: v for k, v in final(tmp_path / "dkd replayed").items()
+                                                if k != "teacher_replay"}
+    assert_same_model(tmp_path / "dkd computed", tmp_path / "dkd replayed")
+
+    assert train(dkd_cfg.replace(seed=1), tmp_path / "seed 1", teacher=teacher,
+                 teacher_outputs=store)["teacher_replay"]["epochs_replayed"] == 0, "another seed, other batches"
+    assert len(list(store.glob("*/epoch_*.pt"))) == 6
+    epoch_1 = next(f for f in store.glob("*/epoch_1.pt")
+                   if json.loads((f.parent / "key.json").read_text())["seed"] == 0)
+    stored = torch.load(epoch_1, weights_only=True)
+    stored["fingerprints"][2] = stored["fingerprints"][2] + 1
+    torch.save(stored, epoch_1)
+    again = train(kd_cfg, tmp_path / "kd again", teacher=teacher, teacher_outputs=store)
+    assert again["teacher_replay"] == {"epochs_replayed": 2, "batches_recomputed": 1}
+    assert_same_model(tmp_path / "kd", tmp_path / "kd again")
+    x = torch.zeros(2, 1, 2, 2)
+    x[0, 0, 0, 0] = x[1, 0, 0, 1] = 1  # a flip moves a pixel: its fingerprint changes
+    assert kd.replay.fingerprint(x).tolist() == [1.0, 2.0]
+
+
 def test_resuming_a_finished_run_trains_nothing(reference, tmp_path, monkeypatch):
     ref = reference("ce")
     for name in ("checkpoint.pt", "config.json", "metrics.csv"):

@@ -96,6 +96,9 @@ class Method:
     same_class = 0             # loader: extra same-class samples per anchor (BAKE)
     every_anchor = False       # loader: every image an anchor once per epoch (BAKE's official sampler)
     every_sample = False       # loader keeps the last, smaller batch: every sample every epoch (PS-KD)
+    # the method's one use of the teacher in a step is teacher_logits(teacher, batch.x): its
+    # logits on a seed's batches can be recorded once and replayed by other runs (kd.replay)
+    replays_teacher = False
     # the method's own trainable modules (CRD's embedding heads, auxiliary classifiers, ...), from
     # `build`: optimised with the student, checkpointed and resumed, never part of the deployed model
     owned: torch.nn.Module | None = None

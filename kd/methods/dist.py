@@ -37,6 +37,7 @@ class DIST(Method):
     CIFAR defaults: tau 4, beta = gamma = 1, CE weight 1, KD weight 2."""
 
     needs_teacher = True
+    replays_teacher = True
 
     def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 4.0,
                  ce_weight: float = 1.0, kd_weight: float = 2.0):

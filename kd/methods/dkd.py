@@ -50,6 +50,7 @@ class DKD(Method):
     with the linear warm-up w = min(epoch / warmup, 1), epochs counted from 1."""
 
     needs_teacher = True
+    replays_teacher = True
 
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
                  ce_weight: float = 1.0, warmup: float = 20):

@@ -26,6 +26,7 @@ class KD(Method):
     """
 
     needs_teacher = True
+    replays_teacher = True
 
     def __init__(self, temperature: float = 4.0, ce_weight: float = 0.1, kd_weight: float = 0.9):
         check_positive(temperature=temperature)

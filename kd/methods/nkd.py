@@ -89,6 +89,7 @@ class NKD(Method):
     """NKD (Yang et al., ICCV 2023): CE + L_NKD (`nkd_loss`), the official cls_KD distiller's sum."""
 
     needs_teacher = True
+    replays_teacher = True
 
     def __init__(self, temperature: float = 1.0, gamma: float = 1.5):
         check_positive(temperature=temperature)
