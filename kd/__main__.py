@@ -177,13 +177,17 @@ def _runs(args) -> int:
         else:
             print("unfinished (no final.json)" + (": training now" if runs.is_busy(path) else ""))
         return 0
-    # gc: stale runs (never handed back again), leftovers of killed writes, locks of removed runs;
-    # an unfinished run of this code stays: it resumes from its checkpoint
+    # gc: stale runs (never handed back again), leftovers of killed writes, locks of removed runs, teacher
+    # outputs of another training-loop version; an unfinished run of this code stays: it resumes from its checkpoint
     idle = [r for r in rows if not runs.is_busy(r["path"])]
     doomed = [r["path"] for r in idle if r["stale"]]
     doomed += [p for r in idle if not r["stale"] for p in r["path"].glob(".*.tmp")]
     doomed += [p for p in P.runs_root.rglob("*.lock")
                if not p.with_suffix("").exists() and not runs.is_busy(p.with_suffix(""))]
+    # teacher outputs (kd.replay) recorded by another version of the training loop are never replayed again
+    from kd.train import TRAIN_VERSION
+    doomed += [k.parent for k in sorted((P.runs_root / "teacher_outputs").glob("*/key.json"))
+               if json.loads(k.read_text()).get("train_version") != TRAIN_VERSION]
     for p in doomed:
         print(("removing " if args.yes else "would remove ") + str(p.relative_to(P.runs_root)))
         if args.yes:

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+import kd.train
 from kd import runs
 from kd.__main__ import main
 
@@ -175,6 +176,10 @@ def test_runs_list_show_and_gc(tmp_path, monkeypatch, capsys):
     shutil.copytree(good, stale)
     (good / ".final.json.abc.tmp").write_text("half")
     (store / "plane2-ce-111111111111.lock").write_text("")
+    outputs = tmp_path / "quick" / "teacher_outputs"  # kd.replay's recordings: one of an older training loop
+    for name, version in (("old", 0), ("current", kd.train.TRAIN_VERSION)):
+        (outputs / name).mkdir(parents=True)
+        (outputs / name / "key.json").write_text(json.dumps({"train_version": version}))
     assert main(["runs", "list", "--profile", "quick"]) == 0
     listing = capsys.readouterr().out
     assert good.name in listing and stale.name in listing and "same_class" in listing, "defaults spelled out"
@@ -182,10 +187,11 @@ def test_runs_list_show_and_gc(tmp_path, monkeypatch, capsys):
     shown = capsys.readouterr().out
     assert '"model": "plane2"' in shown and '"top1"' in shown
     assert main(["runs", "gc", "--profile", "quick"]) == 0
-    assert "3 to remove; pass --yes" in capsys.readouterr().out and stale.exists(), "without --yes nothing goes"
+    assert "4 to remove; pass --yes" in capsys.readouterr().out and stale.exists(), "without --yes nothing goes"
     assert main(["runs", "gc", "--profile", "quick", "--yes"]) == 0
     assert not stale.exists() and not (store / "plane2-ce-111111111111.lock").exists()
     assert not list(good.glob(".*.tmp")) and (good / "final.json").exists()
+    assert not (outputs / "old").exists() and (outputs / "current" / "key.json").exists()
     assert runs.find(cfg, [store]).path == good, "the good run is still a cache hit"
 
 
