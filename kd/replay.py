@@ -35,7 +35,7 @@ def stream_key(cfg, method, device: torch.device) -> dict:
 
     return {"teacher": cfg._map_teacher(lambda t: t.identity()), "dataset": cfg.dataset,
             "train_subset": cfg.train_subset, "eval_subset": cfg.eval_subset, "val_fraction": cfg.val_fraction,
-            "data_seed": cfg.seed if cfg.data_seed is None else cfg.data_seed, "views": cfg.views,
+            "data_seed": cfg.subset_seed, "views": cfg.views,
             "seed": cfg.seed, "batch_size": cfg.batch_size, "crop_pad": cfg.crop_pad, "flip": cfg.flip,
             "cutout": cfg.cutout, "same_class": method.same_class, "every_anchor": method.every_anchor,
             "every_sample": method.every_sample, "train_version": TRAIN_VERSION, "device": device.type,

@@ -166,12 +166,17 @@ class TrainConfig:
             d["shape_from"] = self.shape_from.identity()
         return d
 
+    @property
+    def subset_seed(self) -> int:
+        """The seed that draws the data subsets: `data_seed` (one subset for every seed), else `seed`."""
+        return self.seed if self.data_seed is None else self.data_seed
+
     def load_data(self, root=None) -> "kd_data.Dataset":
         """The data this configuration trains and evaluates on: its dataset, subsets drawn with
         `data_seed` (one subset for every seed, e.g. the shared teacher's) or else `seed`."""
         return kd_data.load(self.dataset, root, train_subset=self.train_subset, eval_subset=self.eval_subset,
                             val_fraction=self.val_fraction, views=self.views,
-                            seed=self.seed if self.data_seed is None else self.data_seed)
+                            seed=self.subset_seed)
 
     def seen_channels(self) -> list[int] | None:
         """The input channels the model sees: those of its `seen_views` (None: every channel)."""

@@ -105,7 +105,7 @@ def ensemble_members(P, teacher: str, seed: int, size: int) -> list[TrainConfig]
     (seed + 1000 k) on the teacher's data subset (its `data_seed`, else its seed: TrainConfig.load_data):
     teachers of one architecture from different seeds (an ensemble teacher, several teachers)."""
     t = P.teacher_config(teacher, seed)
-    data_seed = t.seed if t.data_seed is None else t.data_seed
+    data_seed = t.subset_seed
     return [t, *(t.replace(seed=t.seed + 1000 * k, data_seed=data_seed) for k in range(1, size))]
 
 

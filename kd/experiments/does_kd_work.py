@@ -98,7 +98,7 @@ def fidelity_frame(P, main: dict[str, list]) -> pd.DataFrame:
             cfg = r.config
             if not cfg.teachers:
                 continue
-            key = cfg.seed if cfg.data_seed is None else cfg.data_seed
+            key = cfg.subset_seed
             ds = data.setdefault(key, cfg.load_data())
             for split in ("test", "train"):
                 t_logits = []

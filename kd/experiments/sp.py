@@ -129,7 +129,7 @@ def similarity_frame(P, sec: dict, main: dict[str, list]) -> pd.DataFrame:
         for run in runs:
             cfg = run.config
             teacher = P.teacher(pair["teacher"], cfg.seed)
-            key = (teacher.path, cfg.seed if cfg.data_seed is None else cfg.data_seed)  # as TrainConfig.load_data
+            key = (teacher.path, cfg.subset_seed)
             if key not in shared:
                 ds = cfg.load_data()
                 shared[key] = ds, last_maps(teacher.model(), ds, P.device)
