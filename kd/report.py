@@ -144,6 +144,31 @@ def values(runs, key: str = "top1") -> list[float]:
     return [r.summary[key] for r in runs]
 
 
+def by_seed(runs, key: str = "top1") -> dict[int, float]:
+    """{seed: the run's summary[key]}: one side of a comparison paired by seed (`compare` aligns two
+    such dicts by their keys; runs distilled through different teachers pair by their own seed)."""
+    out = {int(r.config.seed): float(r.summary[key]) for r in runs}
+    if len(out) != len(runs):
+        raise ValueError("two runs with the same seed on one side of a paired comparison")
+    return out
+
+
+def sweep_frame(groups: dict, column: str, keys=("top1",)) -> pd.DataFrame:
+    """A sweep's rows 'name=value' -> one row per run: the swept value (as `column`), the seed and
+    the run's metrics `keys`: the seed-level points of `trend`."""
+    rows = []
+    for name, runs in groups.items():
+        v = float(name.split("=", 1)[1])
+        rows += [{column: v, "seed": r.config.seed, **{k: r.summary[k] for k in keys}} for r in runs]
+    return pd.DataFrame(rows)
+
+
+def sweep_by_seed(frame: pd.DataFrame, column: str, value: float, key: str = "top1") -> dict[int, float]:
+    """{seed: metric} of one setting (`column` == value) of a `sweep_frame`."""
+    rows = frame[frame[column] == value]
+    return {int(s): float(v) for s, v in zip(rows["seed"], rows[key])}
+
+
 class Report:
     """Collects one paper's claims, tables, numbers and figures, and puts them in place only at
     the end (`write`): figures wait in `.staging/` until then, so a notebook that fails or is

@@ -142,12 +142,16 @@ def scale_label(cfg: TrainConfig, P) -> str:
             f"{k} seed{'s' if k > 1 else ''}, last epoch")
 
 
-def train_logits(run) -> tuple[torch.Tensor, torch.Tensor]:
-    """A run's logits and labels on its own training images (eval mode, no augmentation): what a
-    student distilled from it on those images is taught."""
-    ds = run.config.load_data()
-    loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=256, train=False)
-    return kd_metrics.predict(run.model(), loader)
+@torch.no_grad()
+def train_logits(model: torch.nn.Module, ds: kd_data.Dataset, n: int | None = None,
+                 device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """A model's logits and labels on the first `n` (default: all) training images of `ds`, in
+    order, eval mode, no augmentation: what a student distilled from it on those images is taught."""
+    n = len(ds.y_train) if n is None else min(int(n), len(ds.y_train))
+    loader = kd_data.Loader(ds.x_train[:n], ds.y_train[:n], ds.mean, ds.std, batch_size=512, train=False,
+                            device=device)
+    logits, targets = kd_metrics.predict(model.to(device), loader)
+    return logits.cpu(), targets.cpu()
 
 
 def training_fit(run) -> dict:
@@ -155,7 +159,7 @@ def training_fit(run) -> dict:
     and mean confidence in the true class; beside its test top-1 and test mean confidence minus
     accuracy. Label smoothing and the self-distillation papers (PS-KD, Zipf's LS, BAKE) are
     remedies for networks that fit their training set and are over-confident on test data."""
-    logits, y = train_logits(run)
+    logits, y = train_logits(run.model(), run.config.load_data())
     test_logits, test_y = run.eval_logits()
     return {"seed": int(run.config.seed), "train_top1": 100 * (logits.argmax(1) == y).float().mean().item(),
             "train_true_conf": 100 * logits.softmax(1).gather(1, y.view(-1, 1)).mean().item(),

@@ -15,7 +15,7 @@ on one network (`model`) and one schedule, without a teacher:
   1 + M times the steps and images per epoch of the runs above, which keep plain CE's.
 Claim 3 times training steps (`time_steps`); claim 4 looks inside one batch of the trained
 BAKE model (`batch_view`), for every seed (`affinity_by_seed`). Comparisons pair runs by seed
-(`by_seed`, `sweep_by_seed`: {seed: value}).
+(`by_seed`, `sweep_by_seed` in kd.report: {seed: value}).
 """
 from __future__ import annotations
 
@@ -112,31 +112,7 @@ def paper_text(results: dict, network: str = "resnet18") -> str:
     return f"err {v:.2f} (CIFAR-100 {network})" if v is not None else "n/a"
 
 
-def sweep_frame(groups: dict, key: str, keys=("top1", "nll", "ece")) -> pd.DataFrame:
-    """Rows 'name=value' -> one row per run: the swept value, seed and metrics."""
-    rows = []
-    for name, runs in groups.items():
-        v = float(name.split("=", 1)[1])
-        rows += [{key: v, "seed": r.config.seed, **{k: r.summary[k] for k in keys}} for r in runs]
-    return pd.DataFrame(rows)
-
-
-def by_seed(runs, key: str = "top1") -> dict[int, float]:
-    """{seed: metric} of a row's runs: the paired form kd.stats.compare aligns by seed."""
-    return {int(r.config.seed): float(r.summary[key]) for r in runs}
-
-
-def sweep_by_seed(frame: pd.DataFrame, col: str, value: float, key: str = "top1") -> dict[int, float]:
-    """{seed: metric} of one setting (`col` == value) of a `sweep_frame`."""
-    rows = frame[frame[col] == value]
-    return {int(s): float(v) for s, v in zip(rows["seed"], rows[key])}
-
-
 # ---------------------------------------------------------------- cost (claim 3)
-def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
-    return cfg.load_data()
-
-
 def time_steps(P, sec: dict, cfg: TrainConfig, steps: int, rounds: int) -> dict:
     """CE's and BAKE's full training step on the same model, batch size and same-class batches,
     interleaved round by round in this process (kd.timing.step_times); ratio = BAKE / CE."""
@@ -144,7 +120,7 @@ def time_steps(P, sec: dict, cfg: TrainConfig, steps: int, rounds: int) -> dict:
 
     M = int(sec["same_class"])
     return step_times({"CE": ("ce", {"same_class": M}), "BAKE": ("bake", bake_args(sec))}, cfg.model,
-                      dataset_of(cfg), batch_size=cfg.batch_size, steps=steps, rounds=rounds, device=P.device,
+                      cfg.load_data(), batch_size=cfg.batch_size, steps=steps, rounds=rounds, device=P.device,
                       seed=cfg.seed)
 
 
@@ -156,7 +132,7 @@ def batch_view(run, sec: dict, device="cpu") -> dict:
     softened prediction P = softmax(z / tau), the affinity A (kd.losses.bake_affinity) and the
     propagated target Q (kd.losses.bake_targets)."""
     cfg = run.config
-    ds = dataset_of(cfg)
+    ds = cfg.load_data()
     M = int(cfg.method_args.get("same_class", sec["same_class"]))
     loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=cfg.batch_size, train=True,
                             device=device, seed=cfg.seed, crop_pad=0, flip=False, same_class=M)

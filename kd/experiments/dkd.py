@@ -16,10 +16,7 @@ so the first pair's CE / KD / DKD serve the ablation, the pair table and the swe
 from __future__ import annotations
 
 import pandas as pd
-import torch
 
-from kd import data as kd_data
-from kd.metrics import predict
 from kd.experiments import coupling_weight, decomposition  # noqa: F401  (E.decomposition, E.coupling_weight in the notebook)
 from kd.experiments import pair_label as label, paper_pair  # noqa: F401  (E.label, E.paper_pair in the notebook)
 from kd.train import TrainConfig
@@ -106,27 +103,6 @@ def teacher_names(P, sec: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- analysis
-def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
-    """The data split a configuration trains and evaluates on."""
-    return cfg.load_data()
-
-
-def train_logits(model: torch.nn.Module, ds: kd_data.Dataset, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """A model's logits on the training split (in order, no augmentation)."""
-    loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=512, train=False, device=device)
-    logits, targets = predict(model.to(device), loader)
-    return logits.cpu(), targets.cpu()
-
-
-def sweep_frame(sweep: dict[str, list], key: str = "top1") -> pd.DataFrame:
-    """Rows 'beta=b' -> one row per run: beta, seed, value (seed-level points for kd.stats.trend)."""
-    rows = []
-    for name, runs in sweep.items():
-        b = float(name.split("=", 1)[1])
-        rows += [{"beta": b, "seed": r.config.seed, key: r.summary[key]} for r in runs]
-    return pd.DataFrame(rows)
-
-
 def paper_table(results: dict) -> pd.DataFrame:
     """The paper's CIFAR-100 KD / DKD table (data/paper_results.yaml)."""
     rows = [{"pair (CIFAR-100)": k, "KD": v[0], "DKD": v[1], "DKD - KD": round(v[1] - v[0], 2)}
@@ -149,7 +125,7 @@ def time_steps(P, sec: dict, runs: dict, steps: int, rounds: int) -> dict:
     kd_run = runs["pairs"][f"{label(pair)} KD"][0]
     cfg = kd_run.config
     teacher = P.teacher(pair["teacher"], cfg.seed).model(P.device)
-    ds = dataset_of(cfg)
+    ds = cfg.load_data()
     return step_times({"KD": ("kd", kd_args(sec)), "DKD": ("dkd", dkd_args(sec, beta=pair_beta(sec, pair)))},
                       cfg.model, ds, teacher=teacher, batch_size=cfg.batch_size, steps=steps, rounds=rounds,
                       device=P.device, seed=cfg.seed)

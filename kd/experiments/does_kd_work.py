@@ -21,7 +21,7 @@ import torch
 
 from kd import data as kd_data
 from kd import metrics as kd_metrics
-from kd.experiments import ensemble_members
+from kd.experiments import ensemble_members, train_logits
 from kd.models import ensemble_log_probs  # noqa: F401  (E.ensemble_log_probs in the notebook)
 from kd.train import TrainConfig
 
@@ -72,17 +72,10 @@ def teacher_names(P, sec: dict) -> list[str]:
 
 # ---------------------------------------------------------------- fidelity
 
-@torch.no_grad()
-def train_logits(run, ds: kd_data.Dataset, device="cpu") -> torch.Tensor:
-    """A run's logits on the training images of `ds` in order, eval mode, no augmentation."""
-    loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=512, train=False, device=device)
-    return kd_metrics.predict(run.model(), loader)[0].cpu()
-
-
 def split_logits(run, ds: kd_data.Dataset, split: str) -> torch.Tensor:
     """A run's logits on a split: "test" is its stored evaluation logits (the evaluation split of `ds`),
     "train" computed on the training images."""
-    return run.eval_logits()[0].cpu() if split == "test" else train_logits(run, ds)
+    return run.eval_logits()[0].cpu() if split == "test" else train_logits(run.model(), ds)[0]
 
 
 def fidelity_frame(P, main: dict[str, list]) -> pd.DataFrame:

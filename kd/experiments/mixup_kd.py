@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from kd import data as kd_data
 from kd import losses
 from kd import methods as kd_methods
+from kd.experiments import train_logits
 from kd.metrics import ece as ece_metric
 from kd.metrics import nll as nll_metric
-from kd.metrics import predict, sample_entropy
+from kd.metrics import sample_entropy
 from kd.stats import MIN_SEEDS
 from kd.train import TrainConfig
 
@@ -98,17 +99,6 @@ def teacher_names(P, sec: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- smoothness measures
-def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
-    return cfg.load_data()
-
-
-def train_logits(model: torch.nn.Module, ds: kd_data.Dataset, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """A model's logits on the training split, in order and without augmentation."""
-    loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=512, train=False, device=device)
-    logits, targets = predict(model.to(device), loader)
-    return logits.cpu(), targets.cpu()
-
-
 def per_sample_smoothness(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample pieces of `smoothness`: the entropy of softmax(z) (T = 1), the spread
     (standard deviation) of the non-target logits and the gap between the target logit and
@@ -152,7 +142,7 @@ def teacher_smoothness(P, sec: dict, teacher_runs: dict) -> tuple[pd.DataFrame, 
     for kind, name in sec["teachers"].items():
         for s in P.teacher_seeds():
             run = teacher_runs[(name, s)]
-            logits, y = train_logits(run.model(), dataset_of(run.config))
+            logits, y = train_logits(run.model(), run.config.load_data())
             rows.append({"teacher": KINDS.get(kind, kind), "model": name, "seed": s,
                          "test top-1": run.summary["top1"], **smoothness(logits, y)})
             ps = per_sample_smoothness(logits, y)
@@ -192,7 +182,7 @@ def target_entropy(cfg: TrainConfig, teacher: torch.nn.Module, epochs: int = 1) 
     temperature (fixed T, or each sample's logit standard deviation under std scaling). Also
     the mean effective temperature (T, or the mean logit std)."""
     method = kd_methods.create(cfg.method, **cfg.method_args)
-    ds = dataset_of(cfg)
+    ds = cfg.load_data()
     loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=cfg.batch_size, train=True,
                             seed=cfg.seed, crop_pad=cfg.crop_pad, flip=cfg.flip, cutout=cfg.cutout)
     method.setup(loader.y, ds.num_classes, torch.device("cpu"), cfg.seed)
@@ -266,7 +256,7 @@ def our_unmixed_fraction(batch_size: int, unmixed_fraction: float, sampler: str 
 def same_loss_check(sec: dict, teacher: torch.nn.Module, cfg: TrainConfig, seed: int = 0) -> float:
     """|KD loss - mixup_kd(mixup=False, std_scaling=False) loss| on one training batch: the
     two methods compute the same objective, so the grid reuses the KD run for that cell."""
-    ds = dataset_of(cfg)
+    ds = cfg.load_data()
     loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=cfg.batch_size, train=True,
                             seed=seed, crop_pad=cfg.crop_pad, flip=cfg.flip)
     batch = next(iter(loader))
@@ -282,14 +272,6 @@ def same_loss_check(sec: dict, teacher: torch.nn.Module, cfg: TrainConfig, seed:
         la = sum(a.forward_train(student, teacher.eval(), batch)[1].values())
         lb = sum(b.forward_train(student, teacher.eval(), batch)[1].values())
     return abs(la.item() - lb.item())
-
-
-def by_seed(runs, key: str = "top1") -> dict[int, float]:
-    """{seed: the run's summary[key]}: one side of a comparison paired by seed."""
-    out = {r.config.seed: float(r.summary[key]) for r in runs}
-    if len(out) != len(runs):
-        raise ValueError("two runs with the same seed on one side of a paired comparison")
-    return out
 
 
 def student_entropy(run) -> float:

@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from kd import data as kd_data
 from kd import losses
 from kd import metrics as kd_metrics
+from kd.experiments import train_logits
 from kd.train import TrainConfig
 
 # The keys of params.yaml's pskd section; any other key there or in a notebook's overrides is an error
@@ -136,22 +136,6 @@ def paper_table(results: dict) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- hard-example mining (claim 3)
-def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
-    """The data split a configuration trains and evaluates on."""
-    return cfg.load_data()
-
-
-def train_logits(model: torch.nn.Module, ds: kd_data.Dataset, n: int | None = None,
-                 device="cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A model's logits on the first `n` training images (in order, no augmentation, eval
-    mode); returns (logits, targets, indices into the training split)."""
-    n = len(ds.y_train) if n is None else min(int(n), len(ds.y_train))
-    loader = kd_data.Loader(ds.x_train[:n], ds.y_train[:n], ds.mean, ds.std, batch_size=512, train=False,
-                            device=device)
-    logits, targets = kd_metrics.predict(model.to(device), loader)
-    return logits.cpu(), targets.cpu(), torch.arange(n)
-
-
 def previous_predictions(run) -> torch.Tensor:
     """PS-KD's memory at the end of training: for every training sample, the softmax the model
     gave it at its last training step (train mode, augmented input), i.e. the "teacher" p^{t-1}
@@ -214,10 +198,9 @@ def gradient_study(run, alpha: float, n: int | None = None) -> pd.DataFrame:
     images, with that run's memory as the previous predictions and alpha = the last epoch's
     alpha_t (= alpha_T)."""
     cfg = run.config
-    ds = dataset_of(cfg)
-    logits, targets, idx = train_logits(run.model(), ds, n)
+    logits, targets = train_logits(run.model(), cfg.load_data(), n)
     memory = previous_predictions(run)
-    df = logit_gradients(logits, targets, memory[idx], alpha)
+    df = logit_gradients(logits, targets, memory[:len(targets)], alpha)
     df.insert(0, "seed", cfg.seed)
     return df
 

@@ -37,7 +37,6 @@ SECTION_KEYS = (
 
 
 # ----------------------------------------------------------------------------- configurations
-
 def model_train(sec: dict, model: str) -> dict:
     """The section's training overrides for `model` (plain CNNs train at lr 0.01)."""
     return dict((sec.get("model_train") or {}).get(model) or {})
@@ -103,16 +102,7 @@ def teacher_names(P, sec: dict) -> list[str]:
     return []
 
 
-def by_seed(runs, key: str = "top1") -> dict[int, float]:
-    """{seed: the run's summary[key]}: one side of a comparison paired by seed."""
-    out = {r.config.seed: float(r.summary[key]) for r in runs}
-    if len(out) != len(runs):
-        raise ValueError("two runs with the same seed on one side of a paired comparison")
-    return out
-
-
 # ----------------------------------------------------------------------------- ensembles
-
 def ensemble_top1(logits_list: list[torch.Tensor], targets: torch.Tensor) -> float:
     """Top-1 (%) of the average softmax of several models' logits (BAN's ensemble, Sec. 4)."""
     probs = torch.stack([l.float().softmax(1) for l in logits_list]).mean(0)
@@ -120,7 +110,6 @@ def ensemble_top1(logits_list: list[torch.Tensor], targets: torch.Tensor) -> flo
 
 
 # ----------------------------------------------------------------------------- flatness
-
 def flatness_subset(cfg: TrainConfig, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed subset of `n` training images of the run's data (normalised, not augmented)
     and their labels; the same images for every model trained on that data."""
@@ -246,8 +235,6 @@ def flatness(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, norms, *,
 
 
 # ----------------------------------------------------------------------------- running and analysis
-
-
 def flatness_settings(sec: dict) -> dict:
     return {"samples": int(sec["hessian_samples"]), "iterations": int(sec["power_iterations"]),
             "tolerance": float(sec["power_tolerance"]), "norms": [float(r) for r in sec["perturbation_norms"]],

@@ -105,7 +105,7 @@ def teacher_frame(runs: dict[str, list], temperature: float) -> pd.DataFrame:
     rows = []
     for name, rs in runs.items():
         r = rs[0]
-        logits, y = train_logits(r)
+        logits, y = train_logits(r.model(), r.config.load_data())
         sim = kd_data.class_similarity(r.config.dataset)
         share, uniform = (kd_metrics.similarity_mass(logits, y, sim, temperature) if sim is not None
                           else (np.nan, np.nan))

@@ -153,7 +153,6 @@ def official_learning_rate(epoch: int, epochs: int, plane: bool) -> float:
 
 
 # ----------------------------------------------------------------------------- running and analysis
-
 def paper_assistant(paper: dict, name: str) -> str | None:
     """The assistant of the paper's chain that our family stands in for (data/paper_results.yaml
     `takd.chains`, e.g. 'plane10 -> plane4 -> plane2' gives plane4), or None."""
@@ -177,12 +176,6 @@ def gap_frame(P, sec: dict, R: dict, name: str) -> pd.DataFrame:
                          "teacher_top1": tr.summary["top1"], "student_top1": s["top1"], "student_ece": s["ece"],
                          "agreement": s.get("agreement"), "kl_teacher": s.get("kl_teacher")})
     return pd.DataFrame(rows)
-
-
-def by_seed(runs, key: str = "top1") -> dict[int, float]:
-    """{seed: metric} of one row's runs: the paired form kd.stats.compare aligns by the student's
-    seed (students distilled through different teachers are paired by their own seed)."""
-    return {int(r.config.seed): float(r.summary[key]) for r in runs}
 
 
 def best_label(groups: dict) -> str:

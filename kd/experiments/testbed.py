@@ -84,10 +84,6 @@ def ladder(P, sec: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("top-1").reset_index(drop=True)
 
 
-def by_seed(runs, key: str = "top1") -> dict[int, float]:
-    return {r.config.seed: r.summary[key] for r in runs}
-
-
 def curves(runs_by_method: dict[str, list]) -> pd.DataFrame:
     """Per evaluated epoch: method, seed, epoch, test top-1 (from each run's metrics.csv)."""
     frames = []

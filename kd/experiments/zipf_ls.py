@@ -26,7 +26,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from kd import data as kd_data
 from kd.train import TrainConfig
 
 # The keys of params.yaml's zipf_ls section; any other key there or in a notebook's overrides is an error
@@ -81,26 +80,6 @@ def main_label(sec: dict) -> str:
 
 def teacher_names(P, sec: dict) -> list[str]:
     return [sec["teacher"]]
-
-
-def sweep_frame(group: dict[str, list], key: str = "top1") -> pd.DataFrame:
-    """Rows 'name=value' -> one row per run: value, seed, the metric."""
-    rows = []
-    for name, runs in group.items():
-        v = float(name.split("=", 1)[1])
-        rows += [{"value": v, "seed": r.config.seed, key: r.summary[key]} for r in runs]
-    return pd.DataFrame(rows)
-
-
-def by_seed(runs, key: str = "top1") -> dict[int, float]:
-    """{seed: metric} of a row's runs: the paired form kd.stats.compare aligns by seed."""
-    return {int(r.config.seed): float(r.summary[key]) for r in runs}
-
-
-def sweep_by_seed(frame: pd.DataFrame, value: float, key: str = "top1") -> dict[int, float]:
-    """{seed: metric} of one setting of a `sweep_frame`."""
-    rows = frame[frame["value"] == value]
-    return {int(s): float(v) for s, v in zip(rows["seed"], rows[key])}
 
 
 # ---------------------------------------------------------------- the observation (claim 1)
@@ -172,10 +151,6 @@ def zipf_fits(named_logits: dict[str, tuple[torch.Tensor, torch.Tensor]], n_boot
 
 
 # ---------------------------------------------------------------- cost (claim 4)
-def dataset_of(cfg: TrainConfig) -> kd_data.Dataset:
-    return cfg.load_data()
-
-
 def time_steps(P, sec: dict, cfg: TrainConfig, steps: int, rounds: int, teacher=None) -> dict:
     """CE's, Zipf LS's (image-level and dense) and, given a teacher, KD's training step on the
     same model and batches, interleaved round by round (kd.timing.step_times); ratio to CE."""
@@ -185,6 +160,6 @@ def time_steps(P, sec: dict, cfg: TrainConfig, steps: int, rounds: int, teacher=
                "Zipf LS (dense)": ("zipf_ls", zipf_args(sec, dense=True))}
     if teacher is not None:
         methods[f"KD from {sec['teacher']} (for reference)"] = ("kd", {})
-    return step_times(methods, cfg.model, dataset_of(cfg), teacher=teacher, batch_size=cfg.batch_size,
+    return step_times(methods, cfg.model, cfg.load_data(), teacher=teacher, batch_size=cfg.batch_size,
                       steps=steps, rounds=rounds, device=P.device, seed=cfg.seed)
 
