@@ -17,6 +17,30 @@ def test_mean_std_and_fmt():
     assert report.fmt([]) == "n/a"
 
 
+def _run(seed, **summary):
+    return SimpleNamespace(config=SimpleNamespace(seed=seed), summary=summary)
+
+
+def test_by_seed_pairs_a_rows_runs_and_refuses_two_runs_of_one_seed():
+    runs = [_run(2, top1=71.5, ece=3.0), _run(0, top1=70.0, ece=4.0)]
+    assert report.by_seed(runs) == {2: 71.5, 0: 70.0}
+    assert report.by_seed(runs, "ece") == {2: 3.0, 0: 4.0}
+    with pytest.raises(ValueError, match="same seed"):
+        report.by_seed([_run(1, top1=70.0), _run(1, top1=71.0)])
+
+
+def test_sweep_frame_gives_one_point_per_run_and_sweep_by_seed_one_setting():
+    groups = {"beta=1": [_run(0, top1=70.0, nll=0.9), _run(1, top1=71.0, nll=0.8)],
+              "beta=8": [_run(0, top1=72.0, nll=0.7), _run(1, top1=73.0, nll=0.6)]}
+    frame = report.sweep_frame(groups, "beta", ("top1", "nll"))
+    assert frame.to_dict("records") == [
+        {"beta": 1.0, "seed": 0, "top1": 70.0, "nll": 0.9}, {"beta": 1.0, "seed": 1, "top1": 71.0, "nll": 0.8},
+        {"beta": 8.0, "seed": 0, "top1": 72.0, "nll": 0.7}, {"beta": 8.0, "seed": 1, "top1": 73.0, "nll": 0.6}]
+    assert list(report.sweep_frame(groups, "beta").columns) == ["beta", "seed", "top1"]
+    assert report.sweep_by_seed(frame, "beta", 8.0) == {0: 72.0, 1: 73.0}
+    assert report.sweep_by_seed(frame, "beta", 1.0, "nll") == {0: 0.9, 1: 0.8}
+
+
 def _profile(tmp_path, name="cpu", seeds=(0, 1, 2), smoke=False):
     def results_dir(paper):
         (tmp_path / name / paper / "figures").mkdir(parents=True, exist_ok=True)
