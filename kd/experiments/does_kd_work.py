@@ -92,7 +92,9 @@ def fidelity_frame(P, main: dict[str, list]) -> pd.DataFrame:
             if not cfg.teachers:
                 continue
             key = cfg.subset_seed
-            ds = data.setdefault(key, cfg.load_data())
+            if key not in data:
+                data[key] = cfg.load_data()
+            ds = data[key]
             for split in ("test", "train"):
                 t_logits = []
                 for t in cfg.teachers:
