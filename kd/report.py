@@ -169,6 +169,15 @@ def sweep_by_seed(frame: pd.DataFrame, column: str, value: float, key: str = "to
     return {int(s): float(v) for s, v in zip(rows["seed"], rows[key])}
 
 
+def teacher_spread(top1: dict, bound: float) -> dict:
+    """The precondition of a stronger-teacher claim (`Report.claim(requires=...)`): the teachers
+    the claim compares, {name: test top-1}, span at least `bound` points (params.yaml
+    `testbed.ladder_spread`), so that "stronger" means something. A kd.stats `check`."""
+    weakest, strongest = min(top1, key=top1.get), max(top1, key=top1.get)
+    return check(top1[strongest] - top1[weakest], float(bound), what=f"{strongest} - {weakest} top-1",
+                 at_least=True)
+
+
 class Report:
     """Collects one paper's claims, tables, numbers and figures, and puts them in place only at
     the end (`write`): figures wait in `.staging/` until then, so a notebook that fails or is
@@ -186,15 +195,20 @@ class Report:
         self.where: dict[str, tuple] = {}  # run folder -> where it trained (RAN_ON of its provenance)
 
     def claim(self, key: str, text: str, result: dict, paper: str = "", ours: str = "",
-              requires: str | None = None) -> dict:
+              requires: str | dict | None = None) -> dict:
         """Record a claim; `result` comes from kd.stats (`compare`, `trend` or `check`).
         `paper` is the paper's number or statement (data/paper_results.yaml), `ours` ours.
-        `requires`: a testbed claim (e.g. "ladder_spread") that must be reproduced on this
-        profile for this claim to be tested at all; otherwise its verdict is `not tested`."""
+        `requires`: what must hold for this claim to be tested at all, else its verdict is
+        `not tested`: a testbed claim's key (e.g. "positive_control"), reproduced on this
+        profile, or a `check` of this notebook's own that passed (e.g. `teacher_spread`)."""
         if result["verdict"] not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {result['verdict']!r}")
         entry = {"key": key, "claim": text, "paper": paper, "ours": ours, **result}
-        if requires:
+        if isinstance(requires, dict):
+            if requires.get("claim_kind") != "check":
+                raise ValueError("`requires` takes a testbed claim's key or a kd.stats.check result")
+            entry["precondition"] = {k: requires[k] for k in ("verdict", "test", "evidence")}
+        elif requires:
             entry["requires"] = requires
         self.claims = [c for c in self.claims if c["key"] != key] + [entry]
         return entry
@@ -270,10 +284,12 @@ class Report:
         testbed = self._testbed_verdicts() if any(c.get("requires") for c in self.claims) else {}
         unmet = {}  # claims whose testbed precondition failed: not tested, and not in Holm's family
         for c in self.claims:
-            need = c.get("requires")
+            need, pre = c.get("requires"), c.get("precondition")
             if need and testbed.get(need) != "reproduced":
                 unmet[c["key"]] = (f"needs the testbed's `{need}` reproduced on `{self.profile.name}`; "
                                    f"it is {testbed.get(need, 'missing')}")
+            elif pre and pre["verdict"] != "reproduced":
+                unmet[c["key"]] = f"its precondition failed: {pre['evidence']}"
         tested = [c["verdict"] != "not tested" and c["key"] not in unmet for c in self.claims]
         p_holm = holm([c.get("p") if t else None for c, t in zip(self.claims, tested)])
         out = []

@@ -154,6 +154,28 @@ def test_a_claim_that_requires_a_testbed_result_is_not_tested_without_it(tmp_pat
         assert claims["plain"]["p_holm"] == pytest.approx(gain["p"]), "an untested claim is not in Holm's family"
 
 
+@pytest.mark.parametrize("top", [89.0, 86.0])
+def test_a_claim_whose_own_teachers_span_too_little_is_not_tested(tmp_path, top):
+    _control(tmp_path, "reproduced")
+    rep = report.Report("toy", _profile(tmp_path))
+    spread = report.teacher_spread({"small": 84.0, "mid": 85.5, "large": top}, 5.0)
+    assert spread["evidence"] == f"large - small top-1 = {top - 84:.3g} {'>=' if top == 89.0 else '<'} 5"
+    gain = report.compare(*GAIN)
+    rep.claim("stronger", "gains grow with the teacher", gain, requires=spread)
+    rep.claim("plain", "A beats B", gain)
+    with pytest.raises(ValueError, match="check result"):
+        rep.claim("bad", "needs a comparison", gain, requires=gain)
+    rep.write()
+    claims = {c["key"]: c for c in json.loads((tmp_path / "cpu" / "toy" / "metrics.json").read_text())["claims"]}
+    assert claims["stronger"]["precondition"]["evidence"] == spread["evidence"]
+    if top == 89.0:
+        assert claims["stronger"]["verdict"] == "reproduced"
+    else:
+        assert claims["stronger"]["verdict"] == "not tested" and claims["stronger"]["verdict_raw"] == "reproduced"
+        assert claims["stronger"]["reason"] == f"its precondition failed: {spread['evidence']}"
+        assert claims["plain"]["p_holm"] == pytest.approx(gain["p"]), "an untested claim is not in Holm's family"
+
+
 @pytest.mark.parametrize("control", ["inconclusive", None])
 def test_a_failed_or_missing_positive_control_makes_the_regime_invalid(tmp_path, control):
     if control:
