@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from kd.experiments import pair_label as label, paper_pair  # noqa: F401  (E.label, E.paper_pair in the notebook)
+from kd.experiments import pair_label as label, paper_pair, train_logits  # noqa: F401  (E.label, E.paper_pair in the notebook)
 from kd.train import TrainConfig
 
 # The keys of params.yaml's dist section; any other key there or in a notebook's overrides is an error
@@ -77,9 +77,8 @@ def teacher_names(P, sec: dict) -> list[str]:
 
 
 def stronger_frame(P, sec: dict, stronger: dict) -> pd.DataFrame:
-    """One row per (teacher, seed, method): the teacher's test top-1, parameter count and
-    last-epoch training cross-entropy (how well it fits the images it teaches on), and the
-    student's top-1, KL(t||s) and agreement with its teacher (test split, last epoch).
+    """One row per (teacher, seed, method): the teacher's test top-1 and parameter count, and
+    the student's top-1, KL(t||s) and agreement with its teacher (test split, last epoch).
 
     `teacher_level` is the teacher's strength as a trend level (kd.stats.trend): its test
     top-1 averaged over the seeds it was trained with, the same for every seed of a name.
@@ -93,13 +92,37 @@ def stronger_frame(P, sec: dict, stronger: dict) -> pd.DataFrame:
                 t = P.teacher(name, run.config.seed).summary
                 s = run.summary
                 rows.append({"teacher": name, "seed": run.config.seed, "method": method,
-                             "teacher_top1": t["top1"], "teacher_params": t["params"],
-                             "teacher_train_ce": t["train_ce"], "top1": s["top1"],
+                             "teacher_top1": t["top1"], "teacher_params": t["params"], "top1": s["top1"],
                              "kl_teacher": s["kl_teacher"], "agreement": s["agreement"]})
     df = pd.DataFrame(rows)
     if len(df):
         df["teacher_level"] = df.groupby("teacher")["teacher_top1"].transform("mean")
     return df
+
+
+def inherited_errors(P, sec: dict, stronger: dict) -> pd.DataFrame:
+    """One row per (teacher, seed, method): the teacher's top-1 error (%) on the student's training
+    images (un-augmented, eval mode: what the student is taught) and the share (%) of the images
+    the teacher gets wrong that the student, trained on them, gets wrong too; method "CE" is the
+    student trained alone with that seed, the share of hard images any student gets wrong."""
+    data, wrong, rows = {}, {}, []
+    for name in sec["stronger_teachers"]:
+        for method in ("KD", "DIST", "CE"):
+            for run in stronger[f"{name} {method}" if method != "CE" else "CE"]:
+                cfg = run.config
+                if cfg.subset_seed not in data:
+                    data[cfg.subset_seed] = cfg.load_data()
+                ds = data[cfg.subset_seed]
+                key = (P.teacher_config(name, cfg.seed).hash(), cfg.subset_seed)
+                if key not in wrong:
+                    wrong[key] = train_logits(P.teacher(name, cfg.seed).model(), ds)[0].argmax(1) != ds.y_train
+                teacher_wrong = wrong[key]
+                student_wrong = train_logits(run.model(), ds)[0].argmax(1) != ds.y_train
+                rows.append({"teacher": name, "seed": cfg.seed, "method": method,
+                             "teacher_train_error": 100 * teacher_wrong.float().mean().item(),
+                             "inherited": 100 * student_wrong[teacher_wrong].float().mean().item()
+                             if teacher_wrong.any() else float("nan")})
+    return pd.DataFrame(rows)
 
 
 def gain_frame(df: pd.DataFrame) -> pd.DataFrame:
