@@ -77,8 +77,9 @@ def teacher_names(P, sec: dict) -> list[str]:
 
 
 def stronger_frame(P, sec: dict, stronger: dict) -> pd.DataFrame:
-    """One row per (teacher, seed, method): the teacher's test top-1 and parameter count, and
-    the student's top-1, KL(t||s) and agreement with its teacher (test split, last epoch).
+    """One row per (teacher, seed, method): the teacher's test top-1, parameter count and number
+    of training images, and the student's top-1, KL(t||s) and agreement with its teacher (test
+    split, last epoch).
 
     `teacher_level` is the teacher's strength as a trend level (kd.stats.trend): its test
     top-1 averaged over the seeds it was trained with, the same for every seed of a name.
@@ -92,7 +93,8 @@ def stronger_frame(P, sec: dict, stronger: dict) -> pd.DataFrame:
                 t = P.teacher(name, run.config.seed).summary
                 s = run.summary
                 rows.append({"teacher": name, "seed": run.config.seed, "method": method,
-                             "teacher_top1": t["top1"], "teacher_params": t["params"], "top1": s["top1"],
+                             "teacher_top1": t["top1"], "teacher_params": t["params"],
+                             "teacher_images": t["num_train"], "top1": s["top1"],
                              "kl_teacher": s["kl_teacher"], "agreement": s["agreement"]})
     df = pd.DataFrame(rows)
     if len(df):
