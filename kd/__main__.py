@@ -125,9 +125,12 @@ def _run_many(args) -> int:
     S = Study(args.paper, args.profile)
     if args.workers:
         S.P.workers = args.workers
-    todo = configs(S.plan())
-    print(f"{args.paper}: {len(todo)} trainings on profile {S.P.name}, {S.P.workers} at a time", flush=True)
     S.P.teachers(S.teacher_names(), progress=None)
+    for group, gate in S.gates.items():
+        if gate["verdict"] != "reproduced":
+            print(f"{args.paper}: not training {group}: its precondition failed ({gate['evidence']})", flush=True)
+    todo = configs(S.trainable(S.plan()))
+    print(f"{args.paper}: {len(todo)} trainings on profile {S.P.name}, {S.P.workers} at a time", flush=True)
     S.P.run_all(todo, progress=None)
     return 0
 

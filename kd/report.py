@@ -31,7 +31,7 @@ import pandas as pd
 
 from kd.io import atomic_write_text
 from kd.params import ROOT, read_yaml
-from kd.stats import VERDICTS, adjusted_verdict, any_better, check, compare, holm, trend  # noqa: F401  (the notebooks' API)
+from kd.stats import VERDICTS, adjusted_verdict, any_better, check, compare, holm, trend, untested  # noqa: F401  (the notebooks' API)
 
 PAPER_RESULTS = ROOT / "data" / "paper_results.yaml"
 CONTROL_PAPER, CONTROL_KEY = "testbed", "positive_control"
@@ -297,10 +297,10 @@ class Report:
             c = dict(c, verdict_raw=c["verdict"], p_holm=p_adj if t else None)
             c["verdict"] = adjusted_verdict(c, c["p_holm"])
             c.setdefault("reason", "")
-            if c["verdict_raw"] == "not tested":
-                c["reason"] = c["reason"] or "too few seeds or levels (see evidence)"
-            elif c["key"] in unmet:
+            if c["key"] in unmet:
                 c["verdict"], c["reason"] = "not tested", unmet[c["key"]]
+            elif c["verdict_raw"] == "not tested":
+                c["reason"] = c["reason"] or "too few seeds or levels (see evidence)"
             elif not valid and (why.startswith("smoke") or c.get("claim_kind") != "check"):
                 c["verdict"], c["reason"] = "not tested", why
             out.append(c)

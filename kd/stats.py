@@ -15,8 +15,9 @@ before Holm's correction), `p_support` / `p_contra` (the tests for and against t
   (-margin, margin) for "no effect", ...);
 - `contradicted`: it lies where the claim says it cannot;
 - `inconclusive`: neither;
-- `not tested`: fewer than MIN_SEEDS pairs (or, set by kd.report.Report, a smoke-test profile
-  or a regime whose positive control failed).
+- `not tested`: fewer than MIN_SEEDS pairs (or, set by kd.report.Report, a smoke-test profile,
+  a regime whose positive control failed, or a claim whose precondition failed; `untested`
+  when its trainings were not run for that reason).
 
 Claims (`compare(..., claim=)`), all on d = a - b (sign flipped when lower is better):
 better (d > margin; against: d < 0), not_worse (d > -margin; against: d < -margin),
@@ -254,6 +255,13 @@ def check(value: float, bound: float, *, what: str = "|error|", at_least: bool =
     return {"verdict": "reproduced" if ok else "contradicted",
             "test": f"check: {what} {'>=' if at_least else '<='} {bound:g}", "n": 1, "difference": value,
             "ci": None, "p": None, "claim_kind": "check", "evidence": f"{what} = {value:.3g} {op} {bound:g}"}
+
+
+def untested(why: str) -> dict:
+    """A claim whose trainings were not run, on purpose (`why`: e.g. a precondition that the
+    teachers, trained first, failed): `not tested`, with no statistics."""
+    return {"verdict": "not tested", "test": "none", "n": 0, "difference": None, "ci": None, "p": None,
+            "claim_kind": "untested", "evidence": why}
 
 
 def holm(pvalues) -> list[float]:

@@ -176,6 +176,17 @@ def test_a_claim_whose_own_teachers_span_too_little_is_not_tested(tmp_path, top)
         assert claims["plain"]["p_holm"] == pytest.approx(gain["p"]), "an untested claim is not in Holm's family"
 
 
+def test_an_untested_claim_says_which_precondition_kept_it_from_training(tmp_path):
+    _control(tmp_path, "reproduced")
+    rep = report.Report("toy", _profile(tmp_path))
+    spread = report.teacher_spread({"small": 84.0, "large": 85.0}, 5.0)
+    rep.claim("gap", "a gap", report.untested(f"students not trained: {spread['evidence']}"), requires=spread)
+    rep.write()
+    (c,) = json.loads((tmp_path / "cpu" / "toy" / "metrics.json").read_text())["claims"]
+    assert c["verdict"] == "not tested" and c["n"] == 0 and c["p_holm"] is None
+    assert c["reason"] == "its precondition failed: large - small top-1 = 1 < 5"
+
+
 @pytest.mark.parametrize("control", ["inconclusive", None])
 def test_a_failed_or_missing_positive_control_makes_the_regime_invalid(tmp_path, control):
     if control:

@@ -580,6 +580,28 @@ def test_a_study_binds_a_paper_to_a_profile_once(tmp_path, monkeypatch):
         Study("dkd", "quick", temprature=2)
 
 
+def test_a_study_does_not_train_the_groups_whose_precondition_failed(monkeypatch):
+    """TAKD's families (kd.experiments.takd.preconditions, read from the trained teachers): a family
+    whose sizes span too few top-1 points is left out of the trainings; with no `preconditions`
+    every group trains. The teachers' accuracies are stubbed here (no training)."""
+    from types import SimpleNamespace
+
+    import kd.experiments.takd as takd
+    from kd.experiments import Study
+
+    S = Study("takd", "cpu")
+    top1 = {"plane4": 80.0, "plane6": 83.0, "plane8": 86.0, "plane10": 88.0, "resnet14": 87.1, "resnet20": 87.6,
+            "resnet32": 87.2}
+    monkeypatch.setattr(S.P, "teacher", lambda name, seed=0: SimpleNamespace(summary={"top1": top1[name]}))
+    assert {k: g["verdict"] for k, g in S.gates.items()} == {"plane": "reproduced", "resnet": "contradicted"}
+    assert S.gates["resnet"]["evidence"] == "resnet20 - resnet14 top-1 = 0.5 < 5"
+    plan = S.plan()
+    assert list(S.trainable(plan)) == ["plane"] and S.trainable(plan)["plane"] is plan["plane"]
+    assert takd.plan_families(S.sec) == list(plan)
+    plain = Study("dkd", "quick")
+    assert plain.gates == {} and plain.trainable(plain.plan()) == plain.plan()
+
+
 def test_prune_distill_plans_a_pruning_chain_its_control_and_a_shaped_student():
     """Prune-then-distill (kd/experiments/prune_distill.py) on cpu: round n starts from round n - 1
     and removes 20% of what remains (sparsity 1 - 0.8^n) with the teacher's settings for 65% of its

@@ -64,6 +64,19 @@ class Study:
     def teacher_names(self) -> list[str]:
         return self.module.teacher_names(self.P, self.sec)
 
+    @cached_property
+    def gates(self) -> dict[str, dict]:
+        """{plan group: precondition}, from the module's `preconditions(P, sec)` ({} without one):
+        kd.stats checks computed from the trained teachers (trained now if missing). A group whose
+        check fails cannot test its claims whatever its runs would show, so it is not trained
+        (`trainable`) and the notebook records its claims as `untested`."""
+        gate = getattr(self.module, "preconditions", None)
+        return gate(self.P, self.sec) if gate else {}
+
+    def trainable(self, plan: dict) -> dict:
+        """`plan` without the groups whose precondition failed (`gates`)."""
+        return {k: v for k, v in plan.items() if self.gates.get(k, {}).get("verdict", "reproduced") == "reproduced"}
+
     def teachers(self) -> dict:
         """The params.yaml teachers the paper uses, trained like the teachers stage: {(name, seed): Run}."""
         return self.P.teachers(self.teacher_names())

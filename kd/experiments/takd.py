@@ -18,6 +18,7 @@ classes too; see `official_kd_loss`).
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -95,10 +96,8 @@ def plan(P, sec: dict) -> dict:
 
     "gap"[teacher]: student <- teacher (trained alone); "assistant"[a]: student <- a <- largest
     teacher; "gap"[largest teacher] is the direct KD baseline of claims 2 and 3."""
-    names = dict.fromkeys(families(sec, "capacity_gap") + families(sec, "assistant_families")
-                          + families(sec, "chain_families"))
     out = {}
-    for name in names:
+    for name in plan_families(sec):
         f = family(sec, name)
         e = {"ce": [ce_config(P, sec, name, s) for s in P.seeds],
              "gap": {t: [kd_config(P, sec, name, f["student"], P.teacher_config(t, s), s) for s in P.seeds]
@@ -111,6 +110,24 @@ def plan(P, sec: dict) -> dict:
             e["chain"] = [chain_config(P, sec, name, models, s) for s in P.seeds]
         out[name] = e
     return out
+
+
+def preconditions(P, sec: dict) -> dict[str, dict]:
+    """{family: kd.report.teacher_spread of its largest teacher and assistants trained alone}: a
+    family whose sizes span fewer than testbed.ladder_spread top-1 points (mean over the teacher
+    seeds) has no capacity gap to test, so kd.experiments.Study does not train its students."""
+    from kd.report import teacher_spread
+
+    bound = P.params["testbed"]["ladder_spread"]
+    return {name: teacher_spread({t: float(np.mean([P.teacher(t, s).summary["top1"] for s in P.teacher_seeds()]))
+                                  for t in sizes(sec, name)}, bound)
+            for name in plan_families(sec)}
+
+
+def plan_families(sec: dict) -> list[str]:
+    """The families some claim uses, in params.yaml order."""
+    return list(dict.fromkeys(families(sec, "capacity_gap") + families(sec, "assistant_families")
+                              + families(sec, "chain_families")))
 
 
 def teacher_names(P, sec: dict) -> list[str]:
