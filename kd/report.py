@@ -282,7 +282,7 @@ class Report:
         module doc). Returns the claims as written; the raw verdicts are kept as `verdict_raw`."""
         valid, why = self.regime()
         testbed = self._testbed_verdicts() if any(c.get("requires") for c in self.claims) else {}
-        unmet = {}  # claims whose testbed precondition failed: not tested, and not in Holm's family
+        unmet = {}  # claims whose precondition (testbed or own) failed: not tested, and not in Holm's family
         for c in self.claims:
             need, pre = c.get("requires"), c.get("precondition")
             if need and testbed.get(need) != "reproduced":

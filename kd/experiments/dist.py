@@ -107,7 +107,7 @@ def inherited_errors(P, sec: dict, stronger: dict) -> pd.DataFrame:
     images (un-augmented, eval mode: what the student is taught) and the share (%) of the images
     the teacher gets wrong that the student, trained on them, gets wrong too; method "CE" is the
     student trained alone with that seed, the share of hard images any student gets wrong."""
-    data, wrong, rows = {}, {}, []
+    data, wrong, student_wrong, rows = {}, {}, {}, []
     for name in sec["stronger_teachers"]:
         for method in ("KD", "DIST", "CE"):
             for run in stronger[f"{name} {method}" if method != "CE" else "CE"]:
@@ -119,10 +119,11 @@ def inherited_errors(P, sec: dict, stronger: dict) -> pd.DataFrame:
                 if key not in wrong:
                     wrong[key] = train_logits(P.teacher(name, cfg.seed).model(), ds)[0].argmax(1) != ds.y_train
                 teacher_wrong = wrong[key]
-                student_wrong = train_logits(run.model(), ds)[0].argmax(1) != ds.y_train
+                if run.path not in student_wrong:  # a CE run appears once per teacher
+                    student_wrong[run.path] = train_logits(run.model(), ds)[0].argmax(1) != ds.y_train
                 rows.append({"teacher": name, "seed": cfg.seed, "method": method,
                              "teacher_train_error": 100 * teacher_wrong.float().mean().item(),
-                             "inherited": 100 * student_wrong[teacher_wrong].float().mean().item()
+                             "inherited": 100 * student_wrong[run.path][teacher_wrong].float().mean().item()
                              if teacher_wrong.any() else float("nan")})
     return pd.DataFrame(rows)
 
