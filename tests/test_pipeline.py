@@ -116,6 +116,8 @@ def test_notebook_has_parameters_cell_and_no_outputs(paper):
     assert 'profile = "quick"' in "".join(tagged[0]["source"]), "the defaults are the quick profile"
     assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), \
         "notebooks are committed without outputs; executed copies live in results/"
+    ids = [c.get("id") for c in nb["cells"]]
+    assert all(ids) and len(set(ids)) == len(ids), "every cell has its own id (nbformat 4.5 warns otherwise)"
 
 
 @pytest.mark.parametrize("paper", STUDIES)
