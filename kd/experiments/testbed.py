@@ -65,7 +65,7 @@ def teacher_names(P, sec: dict) -> list[str]:
 
 # ---------------------------------------------------------------- analysis
 def ladder(P, sec: dict) -> pd.DataFrame:
-    """One row per ladder teacher (teacher seed of the profile), weakest first: test top-1
+    """One row per ladder teacher (teacher seed of the profile), weakest first: training images, test top-1
     (last and best epoch), best epoch, parameters, training time, and what its soft labels
     carry at the similarity temperature: entropy (of log C at most) and the share of the
     non-target probability on similar classes (kd.metrics.similarity_mass) against uniform."""
@@ -77,7 +77,8 @@ def ladder(P, sec: dict) -> pd.DataFrame:
         logits, target = run.eval_logits()
         sim = kd_data.class_similarity(run.config.dataset)
         share, uniform = similarity_mass(logits, target, sim, T) if sim is not None else (np.nan, np.nan)
-        rows.append({"teacher": name, "model": run.config.model, "params": s["params"], "top-1": s["top1"],
+        rows.append({"teacher": name, "model": run.config.model, "images": s["num_train"], "params": s["params"],
+                     "top-1": s["top1"],
                      "best top-1": s["best_top1"], "best epoch": s["best_epoch"], "epochs": s["epochs"],
                      f"entropy at T={T:g}": entropy(logits, T), "similar-class share": share,
                      "uniform share": uniform, "train time (s)": s["train_time_s"]})
