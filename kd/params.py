@@ -101,9 +101,15 @@ def parse_seeds(seeds) -> list[int]:
     return list(value)
 
 
+# Keys any paper's section may hold besides its module's SECTION_KEYS; `kd.experiments.Study` reads them:
+# `seeds`, the paper's own seeds for a profile instead of the profile's (a design whose comparisons need
+# more paired seeds than the profile gives every paper)
+SHARED_SECTION_KEYS = ("seeds",)
+
+
 def _section_keys(paper: str) -> set[str] | None:
-    """The keys a paper's experiment module reads from its section (its SECTION_KEYS), or None
-    for a section without a module."""
+    """The keys a paper's section may hold: its experiment module's SECTION_KEYS and the shared
+    ones, or None for a section without a module."""
     import importlib
 
     try:
@@ -112,7 +118,7 @@ def _section_keys(paper: str) -> set[str] | None:
         if e.name != f"kd.experiments.{paper}":
             raise
         return None
-    return set(module.SECTION_KEYS)
+    return set(module.SECTION_KEYS) | set(SHARED_SECTION_KEYS)
 
 
 class Profile:

@@ -329,7 +329,8 @@ def test_a_paper_section_with_an_unknown_key_is_rejected():
 
 @pytest.mark.parametrize("paper", kd.__main__.studies())
 def test_each_experiment_module_knows_its_section_keys(paper):
-    assert set(importlib.import_module(f"kd.experiments.{paper}").SECTION_KEYS) == set(load_params()[paper])
+    own = set(load_params()[paper]) - set(kd_params.SHARED_SECTION_KEYS)
+    assert set(importlib.import_module(f"kd.experiments.{paper}").SECTION_KEYS) == own
 
 
 def test_config_merges_profile_then_paper_then_explicit_settings():
@@ -578,6 +579,27 @@ def test_a_study_binds_a_paper_to_a_profile_once(tmp_path, monkeypatch):
     assert S.rep.dir == tmp_path / "results" / "quick" / "dkd"
     with pytest.raises(KeyError, match=r"unknown key\(s\) \['temprature'\] for 'dkd'"):
         Study("dkd", "quick", temprature=2)
+
+
+def test_a_papers_own_seeds_replace_the_profiles_and_a_notebooks_replace_both(tmp_path, monkeypatch):
+    """A section's `seeds` (kd.params.SHARED_SECTION_KEYS), for one profile: the paper's plan and
+    report use them; other profiles keep theirs; the notebook's `seeds` parameter wins."""
+    from kd.experiments import Study, configs
+
+    params = load_params()
+    params["dkd"]["seeds"] = {"cpu": [0, 1, 2, 3, 4, 5, 6]}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("KD_PARAMS", str(path))
+    own = Study("dkd", "cpu")
+    assert own.P.seeds == [0, 1, 2, 3, 4, 5, 6] and "seeds" not in own.sec
+    assert {c.seed for c in configs(own.plan())} >= set(range(7))
+    assert Study("dkd", "quick").P.seeds == params["profiles"]["quick"]["seeds"]
+    assert Study("dkd", "cpu", seeds="[0, 1]").P.seeds == [0, 1]
+    params["dkd"]["seeds"] = {"cpu": [0, 0]}
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        Study("dkd", "cpu")
 
 
 def test_a_study_does_not_train_the_groups_whose_precondition_failed(monkeypatch):

@@ -32,17 +32,21 @@ class Study:
         P, sec, rep, paper, E = S.P, S.sec, S.rep, S.paper, S.module
         R = S.run()                                          # the plan, each config now its Run
 
-    `P` is the profile (seeds overridden when not None), `sec` the paper's params.yaml section
-    for it with the parameters that are not None in place (an unknown name is an error naming the
+    `P` is the profile with its seeds overridden by `seeds` when not None, else by the section's
+    own `seeds` for the profile when it has some; `sec` the paper's params.yaml section for it
+    (without `seeds`) with the parameters that are not None in place (an unknown name is an error naming the
     known ones), `module` the paper's experiment module, `rep` its Report (made on first use, so
     `run-many` writes no results), `paper` its numbers in data/paper_results.yaml ({} if none)."""
 
     def __init__(self, name: str, profile: str = "quick", seeds=None, **parameters):
-        from kd.params import Profile
+        from kd.params import Profile, parse_seeds
 
         self.name = name
         self.P = Profile(profile, seeds=seeds)
         self.sec = self.P.section(name, **parameters)
+        own_seeds = self.sec.pop("seeds", None)
+        if seeds is None and own_seeds is not None:
+            self.P.seeds = parse_seeds(own_seeds)
         self.module = importlib.import_module(f"kd.experiments.{name}")
 
     @cached_property
