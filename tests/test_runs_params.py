@@ -911,6 +911,20 @@ def test_sokd_shares_the_nkd_ce_and_kd_runs_and_pairs_every_row_by_seed():
     assert all([c.seed for c in cs] == P.seeds for cs in plan.values())
 
 
+def test_pskd_alpha_sweep_takes_ce_only_on_the_swept_seeds():
+    """PS-KD's claim 4 (kd.experiments.pskd.sweep_frame): CE is the sweep's alpha_T = 0, but the CE row may
+    run on more seeds than the sweep (cpu: 10 against `sweep_seeds` 5); a CE point of an unswept seed would
+    stand alone in its permutation stratum and only inflate n."""
+    E = importlib.import_module("kd.experiments.pskd")
+    m = lambda seed, err: {"seed": seed, "top1_error": err, "ece_paper": 1.0, "nll": 0.5}
+    ce = [m(s, 20.0) for s in range(4)]
+    per_alpha = {"alpha_T=0.5": [m(0, 19.0), m(1, 18.0)], "alpha_T=0.8": [m(0, 17.0), m(1, 16.0)]}
+    assert [r["seed"] for r in E.sweep_rows(ce, per_alpha)["CE (alpha_T=0)"]] == [0, 1]
+    frame = E.sweep_frame(ce, per_alpha)
+    assert frame[["alpha_T", "seed", "top1"]].values.tolist() == [
+        [0.0, 0, 80.0], [0.0, 1, 80.0], [0.5, 0, 81.0], [0.5, 1, 82.0], [0.8, 0, 83.0], [0.8, 1, 84.0]]
+
+
 def test_lsskd_shares_the_pskd_and_testbed_runs_and_pairs_every_row_by_seed():
     """On cpu the small regime is PS-KD's (its CE and PS-KD rows are the pskd notebook's runs) and the large one
     the testbed's (its CE is the positive control's student); the ablation rows are LSSKD with one part off,

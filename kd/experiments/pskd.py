@@ -241,9 +241,17 @@ def by_seed(per_row: dict[str, list[dict]], row: str, key: str) -> dict[int, flo
     return {m["seed"]: float(m[key]) for m in per_row[row]}
 
 
+def sweep_rows(ce: list[dict], per_alpha: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Claim 4's rows: CE as alpha_T = 0 (PS-KD with alpha_T = 0 keeps one-hot targets: it is CE),
+    on the sweep's seeds only (`sweep_seeds` may be fewer than the CE row's), then each alpha_T."""
+    swept = {m["seed"] for ms in per_alpha.values() for m in ms}
+    return {"CE (alpha_T=0)": [m for m in ce if m["seed"] in swept], **per_alpha}
+
+
 def sweep_frame(ce: list[dict], per_alpha: dict[str, list[dict]]) -> pd.DataFrame:
     """Claim 4's seed-level points: one row per run (alpha_T, seed, top1, ece, nll), the CE run of
-    each seed at alpha_T = 0 (PS-KD with alpha_T = 0 keeps one-hot targets: it is CE)."""
-    sweep = [(0.0, m) for m in ce] + [(float(k.split("=")[1]), m) for k, ms in per_alpha.items() for m in ms]
+    each swept seed at alpha_T = 0 (`sweep_rows`)."""
+    rows = sweep_rows(ce, per_alpha)
+    sweep = [(0.0 if k.startswith("CE") else float(k.split("=")[1]), m) for k, ms in rows.items() for m in ms]
     return pd.DataFrame([{"alpha_T": a, "seed": m["seed"], "top1": 100 - m["top1_error"], "ece": m["ece_paper"],
                           "nll": m["nll"]} for a, m in sweep])
