@@ -169,7 +169,8 @@ class OursLoop:
                  compile: bool = False, bf16: bool = True, channels_last: bool | None = None,
                  cudnn_benchmark: bool = True, mean=CIFAR100_MEAN, std=CIFAR100_STD,
                  crop_pad: int = 4, seed: int = 0, lr: float = 0.05, epochs_for_schedule: int = 240,
-                 method: str = "kd"):
+                 method: str = "kd", cpu_bf16: bool = False):
+        """cpu_bf16: the step under bf16 autocast on a CPU too (kd.train.fit uses it on CUDA only)."""
         self.device, self.batch_size = device, batch_size
         cuda = device.type == "cuda"
         self.cuda = cuda
@@ -193,6 +194,8 @@ class OursLoop:
         self.optimizer = torch.optim.SGD(self.student.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
         self.train_model = torch.compile(self.student) if compile else self.student
         self.autocast = kd_train.autocast_settings(device, bf16)
+        if cpu_bf16 and not cuda:
+            self.autocast = dict(device_type="cpu", dtype=torch.bfloat16, enabled=True)
         self.cfg = kd_train.TrainConfig(model="resnet8", epochs=epochs_for_schedule, lr=lr,
                                         schedule="multistep", milestones=[0.625, 0.75, 0.875])
         self.steps_per_epoch = len(self.loader)

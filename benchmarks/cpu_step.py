@@ -9,6 +9,10 @@ runs, not of what it computes:
   kd                  today's KD step: float32, NCHW (the baseline of every ratio)
   kd channels_last    student, teacher and batches in channels_last
   kd teacher bf16     the teacher's forward under CPU bf16 autocast, its logits cast back to float32
+  kd teacher bf16 channels_last   the same, with networks and batches in channels_last (oneDNN's
+                      bf16 convolutions, AMX on CPUs that have it, prefer that layout)
+  kd all bf16         the whole step under CPU bf16 autocast (as kd.train.fit runs a step on CUDA)
+  ce bf16             the student alone, its step under CPU bf16 autocast
   kd student compile  torch.compile on the student (inductor's C++ backend)
   kd channels_last + compile   the two together
   kd cached teacher   the teacher's logits handed over ready-made: the most that reusing teacher
@@ -37,16 +41,16 @@ import bench_common as bc  # noqa: E402
 from kd.env import cpu_capability  # noqa: E402
 
 
-class Bf16Teacher(torch.nn.Module):
-    """The teacher's forward under CPU bf16 autocast; float32 logits out, as the loss expects."""
+class Bf16Forward(torch.nn.Module):
+    """A network's forward under CPU bf16 autocast; float32 logits out, as the loss expects."""
 
-    def __init__(self, teacher):
+    def __init__(self, net):
         super().__init__()
-        self.teacher = teacher
+        self.net = net
 
     def forward(self, x):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.teacher(x).float()
+            return self.net(x).float()
 
 
 class CachedTeacher(torch.nn.Module):
@@ -66,11 +70,14 @@ def variants(teacher, student, classes: int, batch: int) -> dict[str, dict]:
     return {
         "kd": dict(teacher=t(), student=s()),
         "kd channels_last": dict(teacher=t(), student=s(), channels_last=True),
-        "kd teacher bf16": dict(teacher=Bf16Teacher(t()), student=s()),
+        "kd teacher bf16": dict(teacher=Bf16Forward(t()), student=s()),
+        "kd teacher bf16 channels_last": dict(teacher=Bf16Forward(t()), student=s(), channels_last=True),
+        "kd all bf16": dict(teacher=t(), student=s(), cpu_bf16=True),
         "kd student compile": dict(teacher=t(), student=s(), compile=True),
         "kd channels_last + compile": dict(teacher=t(), student=s(), channels_last=True, compile=True),
         "kd cached teacher": dict(teacher=CachedTeacher(classes, batch), student=s()),
         "ce": dict(teacher=None, student=s(), method="ce"),
+        "ce bf16": dict(teacher=None, student=s(), method="ce", cpu_bf16=True),
     }
 
 
