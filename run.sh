@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: set everything up, then run the whole pipeline (dvc repro) on the active
-# profile of params.yaml (`quick` by default: about 20 minutes on a 2-core CPU).
+# profile of params.yaml (`quick` by default: 12 to 20 minutes on a 2-core CPU, by machine).
 # Results: results/<profile>/README.md, results/<profile>/<paper>/, and the executed notebooks.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -349,6 +349,14 @@ def main(argv=None) -> int:
         total = time.monotonic() - t_start
         if sampler:
             sampler.stop()
+        # the committed log names no folder of this machine (commands print absolute paths)
+        folders = {str(workdir): "<scratch copy>", str(REPO): "<repository>"}
+        if cold and p["mode"] == "run-many":
+            folders[str(scratch)] = "<scratch>"
+        text = log_path.read_text(errors="replace")
+        for folder in sorted(folders, key=len, reverse=True):
+            text = text.replace(folder, folders[folder])
+        log_path.write_text(text)
     training = [ph for ph in phases if ph["name"] not in ("data",)]
     summary = {"benchmark": "pipeline_time", "profile": args.profile, "mode": p["mode"], "device": label,
                "cold": cold, "total_wall_s": total, "total_wall_min": total / 60, "goal_min": goal,
