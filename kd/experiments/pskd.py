@@ -251,7 +251,7 @@ def sweep_rows(ce: list[dict], per_alpha: dict[str, list[dict]]) -> dict[str, li
 def sweep_frame(ce: list[dict], per_alpha: dict[str, list[dict]]) -> pd.DataFrame:
     """Claim 4's seed-level points: one row per run (alpha_T, seed, top1, ece, nll), the CE run of
     each swept seed at alpha_T = 0 (`sweep_rows`)."""
-    rows = sweep_rows(ce, per_alpha)
-    sweep = [(0.0 if k.startswith("CE") else float(k.split("=")[1]), m) for k, ms in rows.items() for m in ms]
+    swept_ce = sweep_rows(ce, per_alpha)["CE (alpha_T=0)"]
+    sweep = [(0.0, m) for m in swept_ce] + [(float(k.split("=")[1]), m) for k, ms in per_alpha.items() for m in ms]
     return pd.DataFrame([{"alpha_T": a, "seed": m["seed"], "top1": 100 - m["top1_error"], "ece": m["ece_paper"],
                           "nll": m["nll"]} for a, m in sweep])
