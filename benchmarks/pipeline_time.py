@@ -7,19 +7,21 @@ Two ways to run the pipeline (--mode):
             scratch copy of the repository (tracked and untracked-not-ignored files, without
             results/ and runs/), so nothing is cached and the working tree is left alone.
   run-many  plain Python, for machines without Jupyter/papermill/dvc (the GPU machine):
-            `python -m kd data`, `python -m kd teacher <name>` for every teacher of the
-            profile (what dvc's `teachers` stage runs), then `python -m kd run-many --paper <p>`
-            for every paper that has a kd/experiments/<p>.py (the notebooks' trainings).
+            `python -m kd data`, `python -m kd teachers` (what dvc's `teachers` stage runs), then
+            `python -m kd run-many --paper <p>` for every paper that has a kd/experiments/<p>.py
+            (the notebooks' trainings).
             Cold by default: fresh temporary KD_RUNS / KD_RESULTS folders.
   auto      dvc when both dvc and papermill are found, else run-many.
 
 --in-place runs in the working tree with its caches instead (an incremental run: finished
-runs are reused). With nvidia-smi present, a background thread samples GPU utilisation
-every --interval seconds into a CSV (results/benchmarks/pipeline_<profile>_<device>_gpu.csv)
-and the summary gives the mean % busy over the whole run and per phase.
+runs are reused). In dvc mode the summary gives each stage's wall time (from the moment dvc
+announces it to the next one's), and their sums for the teachers and the notebook stages.
+With nvidia-smi present, a background thread samples GPU utilisation every --interval seconds
+into a CSV (results/benchmarks/pipeline_<profile>_<device>_gpu.csv) and the summary gives the
+mean % busy over the whole run and per phase.
 
-Goals (issue 14): quick profile <= 25 min on the 2-core CPU; full profile <= 30 min on one
-H100 with the GPU >= 70% busy while the trainings run.
+Goals: quick profile <= 8 min on the 2-core CPU (issue 23); full profile <= 30 min on one
+H100 with the GPU >= 70% busy while the trainings run (issue 14).
 
     python benchmarks/pipeline_time.py --profile quick --dry-run     # show what would run
     python benchmarks/pipeline_time.py --profile quick               # CPU, dvc repro, cold
@@ -45,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402  (imports torch only to name the device)
 
 REPO = bc.REPO
-GOALS_MIN = {"quick": 25.0, "full": 30.0}
+GOALS_MIN = {"quick": 8.0, "full": 30.0}
 UTIL_GOAL = 70.0
 
 
@@ -56,8 +58,6 @@ def parse_args(argv=None):
     p.add_argument("--papers", help="comma-separated papers (default: dvc.yaml's paper stages)")
     p.add_argument("--targets", help="dvc: comma-separated stages for `dvc repro` (default: all)")
     p.add_argument("--workers", type=int, help="run-many: concurrent trainings (default: the profile's)")
-    p.add_argument("--teacher-jobs", type=int, default=1,
-                   help="run-many: teachers trained at once (default 1, as dvc's teachers stage does)")
     p.add_argument("--skip-teachers", action="store_true",
                    help="run-many: no separate teachers phase (run-many trains the ones it needs)")
     p.add_argument("--phases", help="run-many: only these phases, by name (data, teachers, or a paper), e.g. "
@@ -89,11 +89,6 @@ def find_tool(name: str) -> str | None:
 def dvc_papers() -> list[str]:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     return list(stages["paper"]["foreach"])
-
-
-def profile_teachers(profile: str) -> list[str]:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    return [n for n, r in params.get("teachers", {}).items() if profile in r.get("profiles", (profile,))]
 
 
 def device_label(profile: str) -> str:
@@ -133,9 +128,8 @@ def plan(args) -> dict:
     else:
         phases.append({"name": "data", "commands": [[python, "-m", "kd", "data", "--profile", args.profile]]})
         if not args.skip_teachers:
-            phases.append({"name": "teachers", "parallel": max(1, args.teacher_jobs),
-                           "commands": [[python, "-m", "kd", "teacher", t, "--profile", args.profile]
-                                        for t in profile_teachers(args.profile)]})
+            phases.append({"name": "teachers", "commands": [[python, "-m", "kd", "teachers", "--profile",
+                                                              args.profile]]})
         for paper in papers:
             if not (REPO / "kd" / "experiments" / f"{paper}.py").exists():
                 skipped.append(paper)
@@ -252,26 +246,37 @@ class GPUSampler(threading.Thread):
 
 # ----------------------------------------------------------------------------- running
 
+STAGE_LINE = re.compile(r"^Running stage '([^']+)':")
+
+
 def run_phase(phase: dict, cwd: Path, env: dict, log) -> dict:
-    """Run a phase's commands (up to phase['parallel'] at once); stop at the first failure."""
+    """Run a phase's commands one after another, their output into the log; stop at the first
+    failure. `stages`: each dvc stage's wall time, from dvc's "Running stage" line to the next."""
     t0 = time.monotonic()
-    parallel = phase.get("parallel", 1)
-    pending, running, failures = list(phase["commands"]), [], []
-    while pending or running:
-        while pending and len(running) < parallel and not failures:
-            cmd = pending.pop(0)
-            print(f"$ {' '.join(cmd)}", flush=True)
-            running.append((cmd, subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)))
-        for cmd, proc in list(running):
-            if proc.poll() is not None:
-                running.remove((cmd, proc))
-                if proc.returncode != 0:
-                    failures.append({"command": " ".join(cmd), "returncode": proc.returncode})
-        if failures and not running:
+    failures, stages = [], []
+    for cmd in phase["commands"]:
+        print(f"$ {' '.join(cmd)}", flush=True)
+        with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, errors="replace") as proc:
+            for line in proc.stdout:
+                log.write(line)
+                stage = STAGE_LINE.match(line)
+                if stage:
+                    stages.append({"stage": stage.group(1), "start_s": time.monotonic() - t0})
+        for this, after in zip(stages, stages[1:] + [{"start_s": time.monotonic() - t0}]):
+            this.setdefault("wall_s", after["start_s"] - this["start_s"])
+        if proc.returncode != 0:
+            failures.append({"command": " ".join(cmd), "returncode": proc.returncode})
             break
-        time.sleep(0.5)
-    return {"name": phase["name"], "commands": len(phase["commands"]), "parallel": parallel,
-            "wall_s": time.monotonic() - t0, "failures": failures}
+    result = {"name": phase["name"], "commands": len(phase["commands"]), "wall_s": time.monotonic() - t0,
+              "failures": failures}
+    if stages:
+        kind = lambda name: "teachers" if name.split("@")[0] == "teachers" else \
+            "notebooks" if name == "testbed" or name.startswith("paper@") else "other"  # noqa: E731
+        result["stage_wall_s"] = {k: sum(st["wall_s"] for st in stages if kind(st["stage"]) == k)
+                                  for k in ("teachers", "notebooks", "other")}
+        result["stages"] = stages
+    return result
 
 
 def main(argv=None) -> int:
@@ -293,8 +298,7 @@ def main(argv=None) -> int:
         print(f"papers without kd/experiments/<paper>.py (no plain-Python trainings to run): "
               f"{', '.join(p['skipped_papers'])}")
     for ph in p["phases"]:
-        par = f" ({ph['parallel']} at a time)" if ph.get("parallel", 1) > 1 else ""
-        print(f"phase {ph['name']}{par}:")
+        print(f"phase {ph['name']}:")
         for cmd in ph["commands"]:
             print(f"    {' '.join(cmd)}")
     sampling = f"every {args.interval:.1f} s -> {gpu_csv}" if p["gpu_sample"] else "off (no nvidia-smi)"
@@ -343,6 +347,9 @@ def main(argv=None) -> int:
                         if sampler and result.get("gpu") else "")
                 print(f"  {ph['name']}: {result['wall_s'] / 60:.1f} min{util}"
                       f"{'  FAILED: ' + str(result['failures']) if result['failures'] else ''}", flush=True)
+                if result.get("stage_wall_s"):
+                    print("    " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in result["stage_wall_s"].items()),
+                          flush=True)
                 if result["failures"]:
                     break
     finally:

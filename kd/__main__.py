@@ -4,7 +4,7 @@
     python -m kd train --model resnet8 --method kd --teacher-run runs/cli/resnet20-ce-<hash>
     python -m kd train --model resnet20 --init-run runs/cli/resnet20-ce-<hash> --prune 0.5   # prune, fine-tune
     python -m kd data --profile quick          # check / fetch the profile's dataset
-    python -m kd teacher resnet20 --profile quick
+    python -m kd teachers --profile quick      # every teacher the profile's papers use (or: teachers resnet20)
     python -m kd run-many --profile full --paper dkd --workers 8   # a notebook's trainings, no Jupyter
     python -m kd runs list --profile cpu kd    # the run cache: list | show <part of a name> | gc [--yes]
     python -m kd report --profile quick
@@ -81,38 +81,32 @@ def _data(args) -> int:
     return 0
 
 
-def _teacher(args) -> int:
+def _teachers(args) -> int:
+    from kd.io import write_csv
     from kd.params import Profile
 
-    from kd.io import write_csv
-
     P = Profile(args.profile)
-    P.teacher_config(args.name)  # an unknown name fails here, before any folder is made
-    root = P.teacher_root(args.name)
-    root.mkdir(parents=True, exist_ok=True)
-    if args.name not in P.teacher_names():
-        P.teacher_config(args.name)  # unknown names fail here
-        info = {"teacher": args.name, "profile": P.name, "trained": False,
-                "reason": "no paper of this profile uses it (params.yaml teachers.<name>.profiles)"}
-        atomic_write_text(root / "unused.json", json.dumps(info, indent=2))
-        out = P.results_dir("teachers")
-        atomic_write_text(out / f"{args.name}.json", json.dumps(info, indent=2))
-        atomic_write_text(out / f"{args.name}.csv", "epoch,top1,seed\n")
-        print(f"teacher {args.name}: not used by profile {P.name}, nothing to train")
-        return 0
-    rows, history = {}, []
-    trained = P.teachers([args.name], progress=None)  # the seeds in parallel on a multi-worker profile
-    for seed in P.teacher_seeds():
-        run = trained[(args.name, seed)]
-        rows[f"seed{seed}"] = {k: run.summary[k] for k in ("top1", "best_top1", "nll", "ece", "train_time_s")}
-        history += run.history.assign(seed=seed).to_dict("records")
-        where = run.path.relative_to(P.runs_root.parent)  # runs/<profile>/..., not this machine's path
-        print(f"teacher {args.name} seed {seed}: top-1 {run.summary['top1']:.2f} (runs/{where})", flush=True)
-    # metrics and per-epoch curves for `dvc metrics show` / `dvc plots show`, outside the run folders
-    out = P.results_dir("teachers")
-    atomic_write_text(out / f"{args.name}.json", json.dumps(
-        {"teacher": args.name, "profile": P.name, "trained": True, "seeds": rows}, indent=2))
-    write_csv(out / f"{args.name}.csv", history)
+    names = list(dict.fromkeys(args.names)) or P.teacher_names()
+    for name in names:
+        P.teacher_config(name)  # an unknown name fails here, before anything trains or is written
+    # results/<profile>/teachers/<name>.json (dvc metrics) and teacher_curves/<name>.csv (dvc plots)
+    metrics_dir, curves_dir = P.results_root / "teachers", P.results_root / "teacher_curves"
+    trained = P.teachers(names, progress=None)  # the missing ones, `workers` at a time
+    for name in names:
+        rows, history = {}, []
+        for seed in P.teacher_seeds():
+            run = trained[(name, seed)]
+            rows[f"seed{seed}"] = {k: run.summary[k] for k in ("top1", "best_top1", "nll", "ece", "train_time_s")}
+            history += run.history.assign(seed=seed).to_dict("records")
+            where = run.path.relative_to(P.runs_root.parent)  # runs/<profile>/..., not this machine's path
+            print(f"teacher {name} seed {seed}: top-1 {run.summary['top1']:.2f} (runs/{where})", flush=True)
+        atomic_write_text(metrics_dir / f"{name}.json", json.dumps(
+            {"teacher": name, "profile": P.name, "seeds": rows}, indent=2))
+        write_csv(curves_dir / f"{name}.csv", history)
+    if not args.names:  # the whole profile: files of teachers it no longer uses go
+        for stale in [*metrics_dir.glob("*.json"), *curves_dir.glob("*.csv")]:
+            if stale.stem not in names:
+                stale.unlink()
     return 0
 
 
@@ -260,10 +254,12 @@ def main(argv=None) -> int:
     d.add_argument("--profile", default=None)
     d.set_defaults(func=_data)
 
-    te = sub.add_parser("teacher", help="train one teacher of params.yaml for every seed of the profile")
-    te.add_argument("name")
+    te = sub.add_parser("teachers", help="train the profile's teachers (params.yaml `teachers` its papers use), "
+                                         "or the ones named, for every teacher seed of the profile")
+    te.add_argument("names", nargs="*", metavar="name",
+                    help="only these teachers (default: every one the profile uses)")
     te.add_argument("--profile", default=None)
-    te.set_defaults(func=_teacher)
+    te.set_defaults(func=_teachers)
 
     r = sub.add_parser("run-many", help="train every run a paper notebook needs, as plain Python (GPU machines)")
     r.add_argument("--paper", required=True)

@@ -165,9 +165,13 @@ class Profile:
     def runs_root(self) -> Path:
         return kd_runs.runs_root(self.name)
 
+    @property
+    def results_root(self) -> Path:
+        """results/<profile> ($KD_RESULTS overrides results/)."""
+        return Path(os.environ.get("KD_RESULTS", ROOT / "results")) / self.name
+
     def results_dir(self, paper: str) -> Path:
-        base = Path(os.environ.get("KD_RESULTS", ROOT / "results"))
-        path = base / self.name / paper
+        path = self.results_root / paper
         (path / "figures").mkdir(parents=True, exist_ok=True)
         return path
 

@@ -24,7 +24,7 @@ def kd_cli(*args, cwd=None):
 def test_help_lists_the_commands():
     out = kd_cli("--help")
     assert out.returncode == 0, out.stderr
-    for command in ("train", "data", "teacher", "run-many", "report"):
+    for command in ("train", "data", "teachers", "run-many", "report"):
         assert command in out.stdout
     assert "python -m kd train --model resnet8" in out.stdout, "the usage examples are shown"
 
@@ -149,7 +149,7 @@ def test_data_command_accepts_the_profile_form(monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["report", "--profile", "nosuch"], "unknown profile 'nosuch'"),
     (["run-many", "--paper", "nosuch", "--profile", "quick"], "unknown paper 'nosuch'; known: bake, bdkd, camkd"),
-    (["teacher", "nosuch", "--profile", "quick"], "teacher 'nosuch' is not in params.yaml"),
+    (["teachers", "resnet20", "nosuch", "--profile", "quick"], "teacher 'nosuch' is not in params.yaml"),
 ])
 def test_unknown_names_fail_before_anything_is_written(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.setenv("KD_RUNS", str(tmp_path / "runs"))

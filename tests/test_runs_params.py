@@ -383,6 +383,31 @@ def test_profile_trains_teachers_and_students_into_its_folders(tmp_path, monkeyp
 
 
 
+def test_the_teachers_command_trains_the_profiles_teachers_in_one_process_and_writes_their_metrics(
+        tmp_path, monkeypatch, fits):
+    """`python -m kd teachers` (dvc's teachers stage): every teacher the profile uses, for every teacher
+    seed; metrics per teacher in results/<profile>/teachers, curves in teacher_curves; a teacher the
+    profile no longer uses loses its files; named teachers train alone and remove nothing."""
+    main = kd.__main__.main
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(custom_params()))
+    for var, sub in (("KD_PARAMS", "params.yaml"), ("KD_RUNS", "runs"), ("KD_RESULTS", "results")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    metrics, curves = tmp_path / "results" / "quick" / "teachers", tmp_path / "results" / "quick" / "teacher_curves"
+    metrics.mkdir(parents=True)
+    (metrics / "gone.json").write_text("{}")  # a teacher an older params.yaml had
+    assert main(["teachers", "--profile", "quick"]) == 0
+    assert len(fits) == 4, "small and smooth (big is for full and paper only), seeds 0 and 1"
+    assert sorted(f.name for f in metrics.iterdir()) == ["small.json", "smooth.json"]
+    assert sorted(f.name for f in curves.iterdir()) == ["small.csv", "smooth.csv"]
+    record = json.loads((metrics / "small.json").read_text())
+    assert sorted(record["seeds"]) == ["seed0", "seed1"] and set(record["seeds"]["seed0"]) >= {"top1", "ece"}
+    seeds = [line.split(",")[-1] for line in (curves / "small.csv").read_text().splitlines()]
+    assert seeds == ["seed", "0", "0", "1", "1"], "two epochs per seed"
+    (metrics / "gone.json").write_text("{}")
+    assert main(["teachers", "big", "--profile", "quick"]) == 0, "a named teacher trains even if no paper uses it"
+    assert len(fits) == 6 and (metrics / "big.json").exists() and (metrics / "gone.json").exists()
+
+
 def test_a_plan_lists_each_training_once_and_comes_back_with_runs_in_place(tmp_path, monkeypatch, fits):
     """kd.experiments.configs / run_plan: any nesting of dicts and lists, a config shared by two
     rows trained once, the plan's shape kept."""
