@@ -92,6 +92,14 @@ def test_a_notebook_stage_never_destroys_results(stage):
     assert spec["cmd"].rstrip().split("&&")[-1].strip().startswith("mv "), "moved into place last"
 
 
+def test_the_teachers_stage_never_destroys_results():
+    """Its runs, metrics and curves persist (DVC does not delete them before the command); the command
+    writes each file atomically after the trainings and removes only files of teachers no longer used."""
+    spec = DVC["stages"]["teachers"]
+    outputs = [o for kind in ("outs", "metrics", "plots") for o in spec[kind]]
+    assert len(outputs) == 3 and all(next(iter(o.values())).get("persist") for o in outputs)
+
+
 def test_every_paper_stage_reads_the_positive_control():
     assert "results/${profile}/testbed/metrics.json" in DVC["stages"]["paper"]["do"]["deps"]
     testbed = DVC["stages"]["testbed"]
