@@ -271,7 +271,7 @@ def run_phase(phase: dict, cwd: Path, env: dict, log) -> dict:
     result = {"name": phase["name"], "commands": len(phase["commands"]), "wall_s": time.monotonic() - t0,
               "failures": failures}
     if stages:
-        kind = lambda name: "teachers" if name.split("@")[0] == "teachers" else \
+        kind = lambda name: "teachers" if name == "teachers" else \
             "notebooks" if name == "testbed" or name.startswith("paper@") else "other"  # noqa: E731
         result["stage_wall_s"] = {k: sum(st["wall_s"] for st in stages if kind(st["stage"]) == k)
                                   for k in ("teachers", "notebooks", "other")}

@@ -186,9 +186,9 @@ def main(argv=None) -> int:
                "rerun": {f: rerun.get(k, {}).get(f) for f in ("verdict", "difference", "ci", "p_holm")}}
               for k in committed]
     agree = sum(c["committed"]["verdict"] == c["rerun"]["verdict"] for c in claims)
-    groups = paired_runs(runs_root(args.profile), scratch / "runs" / args.profile)
-    margin = float(Profile(args.profile, params=load_params(), check_device=False).section(args.paper)["margin"])
     same = sum(c["committed"]["difference"] == c["rerun"]["difference"] for c in claims)
+    groups = paired_runs(runs_root(args.profile), scratch / "runs" / args.profile)
+    margin = float(Profile(args.profile, params=params, check_device=False).section(args.paper)["margin"])
     record = {"paper": args.paper, "profile": args.profile, "date": time.strftime("%Y-%m-%d"),
               "machine": device_name(torch.device("cpu")), "cpu_capability": cpu_capability(),
               "committed_settings": original, "rerun_settings": settings, "wall_s": round(wall),
