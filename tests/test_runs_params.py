@@ -266,8 +266,8 @@ def test_cpu_profile_shares_one_teacher_and_one_data_subset_across_seeds():
     assert len({c.hash() for c in students}) == len(P.seeds), "seeds still differ"
     subsets = {tuple(c.load_data().y_train[:50].tolist()) for c in students[:2]}
     assert len(subsets) == 1, "one training subset (data_seed) for every seed"
-    assert "cpu" not in PARAMS["dist"]["pairs"], "the example below needs a design cpu does not set"
-    assert P.section("dist")["pairs"] == Profile("quick", params=PARAMS).section("dist")["pairs"], "inherited"
+    assert "cpu" not in PARAMS["dist"]["student"], "the example below needs a design cpu does not set"
+    assert P.section("dist")["student"] == Profile("quick", params=PARAMS).section("dist")["student"], "inherited"
     assert P.section("dkd")["pairs"] == PARAMS["dkd"]["pairs"]["cpu"], "a cpu entry wins"
     assert not P.smoke and Profile("quick", params=PARAMS).smoke
 
