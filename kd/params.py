@@ -13,6 +13,7 @@ other run in students/ (one store for all papers); results in results/<profile>/
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 from pathlib import Path
@@ -251,8 +252,12 @@ class Profile:
         if self.workers > 1 and len(todo) > 1:
             import multiprocessing as mp
 
+            # longest first, one at a time per worker: a long teacher started last (or two queued on
+            # one worker) leaves the other workers idle at the end
+            todo.sort(key=lambda ns: -images_seen(self.teacher_config(*ns)))
             with mp.get_context("spawn").Pool(min(self.workers, len(todo))) as pool:
-                pool.map(_train_teacher, [(self.name, self.params, n, s) for n, s in todo])
+                for _ in pool.imap_unordered(_train_teacher, [(self.name, self.params, n, s) for n, s in todo]):
+                    pass
         return {(n, s): self.teacher(n, s, progress) for n, s in keys}
 
     @property
@@ -268,6 +273,12 @@ class Profile:
                                 workers=self.workers, progress=progress, lookup=self._lookup(),
                                 threads=self.threads, evaluations=self.evaluations,
                                 teacher_outputs=self.runs_root / "teacher_outputs")
+
+
+def images_seen(cfg: TrainConfig) -> float:
+    """Training images a run passes through (subset x epochs; the whole split counts as more
+    than any subset): the order in which Profile.teachers hands teachers to its workers."""
+    return (cfg.train_subset or math.inf) * cfg.epochs
 
 
 def _train_teacher(args) -> None:

@@ -1,6 +1,7 @@
 """kd.runs (runs cached by configuration hash) and kd.params (params.yaml profiles)."""
 import importlib
 import json
+import math
 import pickle
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ import kd.report
 import kd.train
 from kd import params as kd_params
 from kd import runs as kd_runs
-from kd.params import PROFILES, ROOT, Profile, load_params, resolve
+from kd.params import PROFILES, ROOT, Profile, images_seen, load_params, resolve
 from kd.train import TrainConfig, fit
 
 PARAMS = yaml.safe_load(kd_params.params_path().read_text())
@@ -975,3 +976,10 @@ def test_lsskd_shares_the_pskd_and_testbed_runs_and_pairs_every_row_by_seed():
                            "without cross-layer terms": {"kl_weight", "feature_weight"},
                            "HSAKD-style (neither)": {"alpha_T", "kl_weight", "feature_weight"}}[row], row
     assert plan["ablation"]["HSAKD-style (neither)"][0].hash() == plan["main"]["HSAKD-style"][0].hash()
+
+
+def test_teachers_are_handed_to_workers_longest_first():
+    P = Profile("cpu", params=PARAMS)
+    order = sorted(P.teacher_names(), key=lambda n: -images_seen(P.teacher_config(n)))
+    assert order[:2] == ["resnet14_60k", "resnet14_10k"], "the teachers on more images start first"
+    assert images_seen(P.teacher_config("resnet14").replace(train_subset=None)) == math.inf, "the whole split"
