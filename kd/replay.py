@@ -3,7 +3,8 @@ Knowledge Distillation Framework for Visual Recognition", ECCV 2022).
 
 One seed fixes a run's batches whatever its method (paired seeds), so the teacher's logits on them are
 the same for KD, DKD, DIST, NKD ... trained with that seed and that teacher. A run whose method
-declares `replays_teacher` (its one use of the teacher in a step is `teacher_logits(teacher, batch.x)`)
+declares `replays_teacher` (its one use of the teacher in a step is `teacher_logits(teacher, batch.x)`, or on
+what the method makes of batch.x from the seed alone, its `teacher_inputs`: MixUp-KD's mixed batch)
 records those logits epoch by epoch under `<root>/<key>/epoch_<k>.pt`, and a later run of the same
 stream replays them instead of running the teacher. On a CPU a forward is deterministic for a given
 machine and thread count, both in the key, so a replayed run is bit for bit the run it would have been
@@ -29,17 +30,22 @@ def fingerprint(x: torch.Tensor) -> torch.Tensor:
 
 
 def stream_key(cfg, method, device: torch.device) -> dict:
-    """What fixes a run's training batches and its teacher's logits on them."""
+    """What fixes a run's training batches and its teacher's logits on them (with the method's
+    `teacher_inputs`, e.g. MixUp-KD's mixing, where the teacher does not see the batch itself)."""
     from kd.env import cpu_capability
     from kd.train import TRAIN_VERSION
 
-    return {"teacher": cfg._map_teacher(lambda t: t.identity()), "dataset": cfg.dataset,
-            "train_subset": cfg.train_subset, "eval_subset": cfg.eval_subset, "val_fraction": cfg.val_fraction,
-            "data_seed": cfg.subset_seed, "views": cfg.views,
-            "seed": cfg.seed, "batch_size": cfg.batch_size, "crop_pad": cfg.crop_pad, "flip": cfg.flip,
-            "cutout": cfg.cutout, "same_class": method.same_class, "every_anchor": method.every_anchor,
-            "every_sample": method.every_sample, "train_version": TRAIN_VERSION, "device": device.type,
-            "cpu_capability": cpu_capability(), "threads": torch.get_num_threads()}
+    key = {"teacher": cfg._map_teacher(lambda t: t.identity()), "dataset": cfg.dataset,
+           "train_subset": cfg.train_subset, "eval_subset": cfg.eval_subset, "val_fraction": cfg.val_fraction,
+           "data_seed": cfg.subset_seed, "views": cfg.views,
+           "seed": cfg.seed, "batch_size": cfg.batch_size, "crop_pad": cfg.crop_pad, "flip": cfg.flip,
+           "cutout": cfg.cutout, "same_class": method.same_class, "every_anchor": method.every_anchor,
+           "every_sample": method.every_sample, "train_version": TRAIN_VERSION, "device": device.type,
+           "cpu_capability": cpu_capability(), "threads": torch.get_num_threads()}
+    inputs = method.teacher_inputs()
+    if inputs is not None:  # the teacher sees what the method makes of the batch: a stream of its own
+        key["teacher_inputs"] = inputs
+    return key
 
 
 class TeacherReplay:

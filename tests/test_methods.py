@@ -168,26 +168,43 @@ def test_method_flags():
         assert method.same_architecture == (name == "self_distillation"), name
         assert method.same_class == (3 if name == "bake" else 0), name
         assert method.every_sample == (name in ("pskd", "lsskd")), name  # memories indexed by sample
-        assert method.replays_teacher == (name in ("kd", "takd", "self_distillation", "dkd", "dist", "nkd")), name
+        assert method.replays_teacher == (name in ("kd", "takd", "self_distillation", "dkd", "dist", "nkd",
+                                                   "mixup_kd")), name
     assert kd.methods.create("bake", same_class=1).same_class == 1
 
 
 def test_methods_that_replay_the_teacher_use_it_once_on_the_batch(digits):
     """kd.replay hands these methods recorded logits in place of the teacher, so their one use of the
-    teacher in a step must be teacher_logits(teacher, batch.x): anything else fails here."""
+    teacher in a step must be teacher_logits(teacher, batch.x), or, where the method declares
+    `teacher_inputs` (MixUp-KD's mixing), on images that the seed alone fixes: anything else fails here."""
     batch = next(iter(loader(digits)))
     teacher = kd.models.create("plane2", 10, in_channels=1).eval()
+
+    def teacher_sees(method, seed=0):
+        seen = []
+        student = kd.models.create("plane2", 10, in_channels=1)
+        method.setup(digits.y_train, 10, DEVICE, seed)
+        assert method.build(student, teacher, batch.x[:2]) is None
+        method.on_epoch_start(0, 10)
+        method.forward_train(student, lambda x: seen.append(x) or teacher(x), batch)
+        assert len(seen) == 1
+        return seen[0]
+
     for name in kd.methods.available():
         method = kd.methods.create(name)
         if not method.replays_teacher:
             continue
-        seen = []
-        student = kd.models.create("plane2", 10, in_channels=1)
-        method.setup(digits.y_train, 10, DEVICE, 0)
-        assert method.build(student, teacher, batch.x[:2]) is None, name
-        method.on_epoch_start(0, 10)
-        method.forward_train(student, lambda x, seen=seen: seen.append(x) or teacher(x), batch)
-        assert len(seen) == 1 and seen[0] is batch.x, name
+        if method.teacher_inputs() is None:
+            assert teacher_sees(method) is batch.x, name
+    mixing = {"mixup_alpha": 1.0, "unmixed_fraction": 0.5, "sampler": "official"}
+    fixed_t = kd.methods.create("mixup_kd", std_scaling=False, **mixing)
+    std = kd.methods.create("mixup_kd", std_scaling=True, **mixing)
+    assert fixed_t.teacher_inputs() == std.teacher_inputs() != kd.methods.create("mixup_kd").teacher_inputs()
+    assert kd.methods.create("mixup_kd", mixup=False).teacher_inputs() is None, "no mixing: the batch itself"
+    x = teacher_sees(fixed_t)
+    assert not torch.equal(x, batch.x), "the teacher sees the mixed batch"
+    assert torch.equal(teacher_sees(std), x), "the same seed and mixing, whatever the loss: the same images"
+    assert not torch.equal(teacher_sees(std, seed=1), x), "another seed, other draws"
 
 
 def test_bake_batches_hold_same_class_groups(digits):

@@ -983,3 +983,16 @@ def test_teachers_are_handed_to_workers_longest_first():
     order = sorted(P.teacher_names(), key=lambda n: -images_seen(P.teacher_config(n)))
     assert order[:2] == ["resnet14_60k", "resnet14_10k"], "the teachers on more images start first"
     assert images_seen(P.teacher_config("resnet14").replace(train_subset=None)) == math.inf, "the whole split"
+
+
+def test_cpu_leaves_the_dist_ablation_and_the_bake_sweeps_to_full():
+    """The 45 minutes a paper is given on `cpu`: DIST's ablation (params.yaml dist.ablation) and BAKE's omega and M
+    sweeps (empty bake.omegas, bake.same_class_sweep) train nothing there (their notebooks say `not tested`) and
+    still run on full; every other row keeps the profile's seeds."""
+    for profile, left_out in (("cpu", True), ("full", False)):
+        P = Profile(profile, params=PARAMS, check_device=False)
+        dist = importlib.import_module("kd.experiments.dist").plan(P, P.section("dist"))
+        bake = importlib.import_module("kd.experiments.bake").plan(P, P.section("bake"))
+        assert (not dist["ablation"]) == (not bake["omega"]) == (not bake["M"]) == left_out, profile
+        assert all([c.seed for c in cs] == P.seeds for g in ("stronger", "pairs") for cs in dist[g].values())
+        assert all([c.seed for c in cs] == P.seeds for cs in bake["main"].values())

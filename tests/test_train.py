@@ -203,6 +203,29 @@ def test_a_run_replaying_recorded_teacher_outputs_is_the_run_that_computes_them(
     assert kd.replay.fingerprint(x).tolist() == [1.0, 2.0]
 
 
+def test_mixup_kd_replays_the_teacher_on_its_mixed_batches(reference, tmp_path):
+    """MixUp-KD's teacher sees the mixed batch (kd.replay: its `teacher_inputs`): the fixed-T run records
+    the teacher's logits on it, the std-scaling run of that seed and mixup replays them and is bit for bit
+    the run that computes them; plain KD of that seed, whose teacher sees the batch itself, records its own."""
+    teacher = kd_train.load_model(reference("ce"))
+    store = tmp_path / "outputs"
+    mixing = {"mixup_alpha": 1.0, "unmixed_fraction": 0.5, "sampler": "official", "temperature": 4.0}
+    fixed_t = tiny(method="mixup_kd", method_args={**mixing, "std_scaling": False}, teacher=tiny())
+    std = tiny(method="mixup_kd", method_args={**mixing, "std_scaling": True}, teacher=tiny())
+    assert train(fixed_t, tmp_path / "fixed T", teacher=teacher, teacher_outputs=store)["teacher_replay"] == {
+        "epochs_replayed": 0, "batches_recomputed": 0}
+    train(std, tmp_path / "std computed", teacher=teacher)
+    replayed = train(std, tmp_path / "std replayed", teacher=teacher, teacher_outputs=store)
+    assert replayed.pop("teacher_replay") == {"epochs_replayed": 3, "batches_recomputed": 0}
+    pd.testing.assert_frame_equal(metrics(tmp_path / "std computed"), metrics(tmp_path / "std replayed"),
+                                  check_exact=True)
+    assert_same_model(tmp_path / "std computed", tmp_path / "std replayed")
+    kd_cfg = tiny(method="kd", teacher=tiny())
+    assert train(kd_cfg, tmp_path / "kd", teacher=teacher, teacher_outputs=store)["teacher_replay"] == {
+        "epochs_replayed": 0, "batches_recomputed": 0}, "unmixed batches: another stream"
+    assert len({f.parent for f in store.glob("*/epoch_*.pt")}) == 2
+
+
 def test_resuming_a_finished_run_trains_nothing(reference, tmp_path, monkeypatch):
     ref = reference("ce")
     for name in ("checkpoint.pt", "config.json", "metrics.csv"):

@@ -5,8 +5,8 @@ Every training the notebook needs (params.yaml section `dist`, resolved for a pr
 - stronger teachers: the fixed `student` distilled with KD and with DIST from each of
   `stronger_teachers`, plus the student trained alone (CE);
 - pairs: KD and DIST for each teacher -> student pair (the paper's CIFAR-100 table);
-- ablation on the first pair: inter-class only (gamma = 0), intra-class only (beta = 0),
-  both (the DIST run of the pair).
+- ablation on the first pair, where `ablation` is true: inter-class only (gamma = 0), intra-class
+  only (beta = 0), both (the DIST run of the pair).
 Identical configurations are one run (the cache is keyed by the configuration's hash), so
 a pair whose teacher is among the stronger teachers and whose student is `student` costs
 nothing extra.
@@ -21,7 +21,7 @@ from kd.train import TrainConfig
 
 # The keys of params.yaml's dist section; any other key there or in a notebook's overrides is an error
 SECTION_KEYS = (
-    "margin", "temperature", "beta", "gamma", "ce_weight", "kd_weight", "student",
+    "margin", "temperature", "beta", "gamma", "ce_weight", "kd_weight", "ablation", "student",
     "stronger_teachers", "pairs",
 )
 
@@ -42,7 +42,7 @@ def dist_args(sec: dict, beta: float | None = None, gamma: float | None = None) 
 def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
     """{group: {row label: [TrainConfig per seed]}}; groups "stronger" (rows '<teacher> KD|DIST'
     and 'CE'), "pairs" (rows '<pair> KD|DIST'), "ablation" (rows 'inter only', 'intra only',
-    'inter + intra' on the first pair)."""
+    'inter + intra' on the first pair; empty where `ablation` is false)."""
     out: dict[str, dict[str, list[TrainConfig]]] = {"stronger": {}, "pairs": {}, "ablation": {}}
 
     def add(group, row, cfg):
@@ -65,7 +65,7 @@ def plan(P, sec: dict) -> dict[str, dict[str, list[TrainConfig]]]:
             dist = P.config(pair["student"], "dist", seed=seed, method_args=dist_args(sec), teacher=t,
                             paper="dist", **train)
             add("pairs", f"{label(pair)} DIST", dist)
-            if i == 0:
+            if i == 0 and sec["ablation"]:
                 add("ablation", "inter only", dist.replace(method_args=dist_args(sec, gamma=0.0)))
                 add("ablation", "intra only", dist.replace(method_args=dist_args(sec, beta=0.0)))
                 add("ablation", "inter + intra", dist)

@@ -96,14 +96,20 @@ class Method:
     same_class = 0             # loader: extra same-class samples per anchor (BAKE)
     every_anchor = False       # loader: every image an anchor once per epoch (BAKE's official sampler)
     every_sample = False       # loader keeps the last, smaller batch: every sample every epoch (PS-KD)
-    # the method's one use of the teacher in a step is teacher_logits(teacher, batch.x): its
-    # logits on a seed's batches can be recorded once and replayed by other runs (kd.replay)
+    # the method's one use of the teacher in a step is teacher_logits(teacher, x), x = batch.x or
+    # what `teacher_inputs` says the method makes of it: its logits on a seed's batches can be
+    # recorded once and replayed by other runs (kd.replay)
     replays_teacher = False
     # the method's own trainable modules (CRD's embedding heads, auxiliary classifiers, ...), from
     # `build`: optimised with the student, checkpointed and resumed, never part of the deployed model
     owned: torch.nn.Module | None = None
     owned_lr_scale = 1.0       # the owned modules' learning rate over the student's (same schedule)
     monitored: tuple[str, ...] = ()  # terms of forward_train that are logged only (per-epoch means), not minimised
+
+    def teacher_inputs(self) -> dict | None:
+        """What the method makes of batch.x before the teacher sees it, drawn from the run's seed alone
+        (None: batch.x itself). Part of kd.replay's key: runs whose teacher sees other images record their own."""
+        return None
 
     def setup(self, train_labels: torch.Tensor, num_classes: int, device: torch.device, seed: int) -> None:
         """Called once before training with the training split's labels (on `device`)."""

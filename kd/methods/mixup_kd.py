@@ -38,6 +38,7 @@ class MixupKD(MixupSampling, Method):
     lambda per batch) or "official" (kd.mixup_official: the MIX-KD code's sampling)."""
 
     needs_teacher = True
+    replays_teacher = True  # the teacher sees the mixed batch, the same for every run of a seed and mixup setting
 
     def __init__(self, mixup: bool = True, mixup_alpha: float = 1.0, unmixed_fraction: float = 0.0,
                  std_scaling: bool = True, temperature: float = 4.0, ce_weight: float = 0.1,
@@ -51,6 +52,12 @@ class MixupKD(MixupSampling, Method):
         self.mixup, self.mixup_alpha, self.unmixed_fraction = mixup, mixup_alpha, unmixed_fraction
         self.std_scaling, self.temperature = std_scaling, temperature
         self.ce_weight, self.kd_weight = ce_weight, kd_weight
+
+    def teacher_inputs(self) -> dict | None:
+        """The mixup draws (their own generator, seeded by the run's seed): fixed T and std scaling see the same."""
+        if not self.mixup:
+            return None
+        return {"mixup": self.sampler, "mixup_alpha": self.mixup_alpha, "unmixed_fraction": self.unmixed_fraction}
 
     def forward_train(self, student, teacher, batch):
         if self.mixup:
