@@ -338,8 +338,12 @@ class Report:
         if self.notes:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         atomic_write_text(self.dir / "table.md", "\n".join(lines))
-        for staged in sorted((self.staging / "figures").glob("*.png")):  # the figures, now that all is done
-            staged.replace(self.dir / "figures" / staged.name)
+        staged = {p.name: p for p in (self.staging / "figures").glob("*.png")}
+        for old in (self.dir / "figures").glob("*.png"):  # a figure this run did not draw (a design that no
+            if old.name not in staged:                     # longer runs its rows) is not left beside its results
+                old.unlink()
+        for name, path in sorted(staged.items()):  # the figures, now that all is done
+            path.replace(self.dir / "figures" / name)
         shutil.rmtree(self.staging, ignore_errors=True)
 
 

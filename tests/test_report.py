@@ -115,6 +115,10 @@ def test_figures_and_results_appear_only_when_the_report_is_written(tmp_path):
     done.savefig(fig, "curve")
     done.write()
     assert (final / "figures" / "curve.png").read_bytes() != before["curve.png"] and not (final / ".staging").exists()
+    fewer = report.Report("toy", _profile(tmp_path))  # a design that no longer draws "curve": no stale figure stays
+    fewer.savefig(plt.figure(), "other")
+    fewer.write()
+    assert sorted(p.name for p in (final / "figures").iterdir()) == ["other.png"]
 
 
 def test_holm_across_a_papers_claims(tmp_path):
