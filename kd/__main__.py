@@ -6,6 +6,7 @@
     python -m kd data --profile quick          # check / fetch the profile's dataset
     python -m kd teachers --profile quick      # every teacher the profile's papers use (or: teachers resnet20)
     python -m kd run-many --profile full --paper dkd --workers 8   # a notebook's trainings, no Jupyter
+    python -m kd estimate --profile full       # each stage's trainings and estimated GPU minutes
     python -m kd runs list --profile cpu kd    # the run cache: list | show <part of a name> | gc [--yes]
     python -m kd report --profile quick
 """
@@ -194,6 +195,34 @@ def _runs(args) -> int:
     return 0
 
 
+def _estimate(args) -> int:
+    import pandas as pd
+
+    from kd import estimate
+    from kd.params import Profile
+
+    P = Profile(args.profile, check_device=False)
+    known = studies()
+    unknown = [p for p in args.papers if p not in known]
+    if unknown:  # before any counting
+        raise ValueError(f"unknown paper(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    a = estimate.measured_assumptions(P, P.results_root.parent / "benchmarks")
+    rows = estimate.estimate(P, a, args.papers or None)
+    print(f"profile {P.name}, {P.workers} trainings at a time on one {P.device} device. ESTIMATE, {a.source}: "
+          f"{a.seconds_per_op * 1e6:.1f} us per operation, {a.achieved_tflops:g} TFLOP/s, {a.start_s:g} s to start "
+          f"a training, {P.workers if a.packing_gain is None else round(a.packing_gain, 2)}x from running "
+          f"{P.workers} at once")
+    table = pd.DataFrame(rows).round({"minutes_alone": 1, "minutes": 1, "tflop": 0, "runs_mib": 0, "teachers_mib": 0})
+    print(table.to_string(index=False))
+    over = table[table["minutes_alone"] > estimate.CHUNK_MINUTES]["stage"].tolist()
+    print(f"stages over {estimate.CHUNK_MINUTES:g} minutes alone: {', '.join(over) or 'none'}")
+    if args.out:
+        atomic_write_text(Path(args.out), json.dumps(
+            {"profile": P.name, "estimate": True, "workers": P.workers, "chunk_minutes": estimate.CHUNK_MINUTES,
+             "assumptions": dataclasses.asdict(a), "stages": rows}, indent=2) + "\n")
+    return 0
+
+
 def _report(args) -> int:
     from kd.params import Profile
     from kd.report import build_report, update_readme
@@ -266,6 +295,13 @@ def main(argv=None) -> int:
     r.add_argument("--profile", default=None)
     r.add_argument("--workers", type=int, help="concurrent trainings (default: the profile's)")
     r.set_defaults(func=_run_many)
+
+    es = sub.add_parser("estimate", help="a profile's stages before they run: trainings and estimated minutes on "
+                                         "its device (sizes the full profile's GPU chunks)")
+    es.add_argument("papers", nargs="*", metavar="paper", help="only these papers' stages (default: every one)")
+    es.add_argument("--profile", default="full")
+    es.add_argument("--out", help="also write the rows as JSON here")
+    es.set_defaults(func=_estimate)
 
     ru = sub.add_parser("runs", help="the run cache: list, show one run, or remove stale runs (gc)")
     ru.add_argument("action", choices=("list", "show", "gc"))

@@ -383,12 +383,8 @@ def fit(cfg: TrainConfig, run_dir: str | os.PathLike, *, teacher: torch.nn.Modul
     if cuda:
         torch.backends.cudnn.benchmark = True  # fastest kernels for fixed shapes (not bit-deterministic)
     channels_last = cfg.channels_last and cuda
-    train_loader = kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=cfg.batch_size,
-                                  train=True, device=device, seed=cfg.seed, crop_pad=cfg.crop_pad,
-                                  flip=cfg.flip, cutout=cfg.cutout, same_class=method.same_class,
-                                  every_anchor=method.every_anchor,
-                                  drop_last=False if method.every_sample else None,
-                                  channels_last=channels_last, shard=(dist.rank, dist.world))
+    train_loader = make_train_loader(cfg, method, ds, device, channels_last=channels_last,
+                                     shard=(dist.rank, dist.world))
     # evaluation batches: large on a GPU; 256 on a CPU, where 1024 runs at half the speed (cache)
     eval_loader = kd_data.Loader(ds.x_eval, ds.y_eval, ds.mean, ds.std, batch_size=1024 if cuda else 256,
                                  train=False, device=device, channels_last=channels_last)
@@ -552,6 +548,16 @@ def _check_folder_is_this_run(run_dir: Path, cfg: TrainConfig) -> None:
 def autocast_settings(device: torch.device, bf16: bool = True) -> dict:
     """torch.autocast's arguments for training: bf16 on CUDA when asked, float32 on a CPU."""
     return dict(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+
+
+def make_train_loader(cfg: TrainConfig, method: kd_methods.Method, ds: "kd_data.Dataset", device, *,
+                      channels_last: bool = False, shard: tuple[int, int] = (0, 1)) -> "kd_data.Loader":
+    """The training batches `fit` draws for `cfg`: its seed, augmentation and the method's sampler
+    (same-class samples, every image an anchor, no sample dropped)."""
+    return kd_data.Loader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size=cfg.batch_size, train=True,
+                          device=device, seed=cfg.seed, crop_pad=cfg.crop_pad, flip=cfg.flip, cutout=cfg.cutout,
+                          same_class=method.same_class, every_anchor=method.every_anchor,
+                          drop_last=False if method.every_sample else None, channels_last=channels_last, shard=shard)
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, method: kd_methods.Method) -> torch.optim.SGD:
