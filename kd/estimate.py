@@ -21,6 +21,7 @@ once replaces the assumed `workers`-fold one.
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import math
@@ -188,12 +189,16 @@ def stages(P, papers: list[str] | None = None) -> dict[str, list[TrainConfig]]:
     positive control every paper's verdicts need), then the papers."""
     from kd.__main__ import studies
     from kd.experiments import configs
+    from kd.params import parse_seeds
 
     out = {"teachers": [P.teacher_config(n, s) for n in P.teacher_names() for s in P.teacher_seeds()]}
     for name in sorted(papers or studies(), key=lambda n: n != "testbed"):
-        sec = P.section(name)
+        sec, on = P.section(name), P
+        if sec.get("seeds") is not None:  # a paper's own seeds for the profile (as kd.experiments.Study takes them)
+            on = copy.copy(P)
+            on.seeds = parse_seeds(sec["seeds"])
         sec.pop("seeds", None)
-        out[name] = configs(importlib.import_module(f"kd.experiments.{name}").plan(P, sec))
+        out[name] = configs(importlib.import_module(f"kd.experiments.{name}").plan(on, sec))
     return out
 
 

@@ -97,3 +97,9 @@ def test_the_estimate_command(tmp_path, capsys):
     assert "ESTIMATE, assumed" in capsys.readouterr().out
     saved = json.loads(out.read_text())
     assert saved["estimate"] is True and [r["stage"] for r in saved["stages"]] == ["teachers", "testbed"]
+
+
+def test_a_papers_own_seeds_count():
+    # PS-KD runs 10 paired seeds on cpu (its params.yaml section's `seeds`), as its notebook does
+    cpu = Profile("cpu")
+    assert sorted({c.seed for c in E.stages(cpu, ["pskd"])["pskd"]}) == list(range(10))
