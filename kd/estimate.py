@@ -21,8 +21,6 @@ once replaces the assumed `workers`-fold one.
 """
 from __future__ import annotations
 
-import copy
-import importlib
 import json
 import math
 from dataclasses import dataclass
@@ -188,17 +186,11 @@ def stages(P, papers: list[str] | None = None) -> dict[str, list[TrainConfig]]:
     """{stage: its trainings}, in the order the pipeline runs them: the teachers, the testbed (whose
     positive control every paper's verdicts need), then the papers."""
     from kd.__main__ import studies
-    from kd.experiments import configs
-    from kd.params import parse_seeds
+    from kd.experiments import Study, configs
 
     out = {"teachers": [P.teacher_config(n, s) for n in P.teacher_names() for s in P.teacher_seeds()]}
     for name in sorted(papers or studies(), key=lambda n: n != "testbed"):
-        sec, on = P.section(name), P
-        if sec.get("seeds") is not None:  # a paper's own seeds for the profile (as kd.experiments.Study takes them)
-            on = copy.copy(P)
-            on.seeds = parse_seeds(sec["seeds"])
-        sec.pop("seeds", None)
-        out[name] = configs(importlib.import_module(f"kd.experiments.{name}").plan(on, sec))
+        out[name] = configs(Study(name, P).plan())  # with a paper's own seeds for the profile, as its notebook
     return out
 
 

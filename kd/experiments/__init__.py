@@ -11,6 +11,7 @@ in its module too.
 """
 from __future__ import annotations
 
+import copy
 import importlib
 from functools import cached_property
 
@@ -36,13 +37,19 @@ class Study:
     own `seeds` for the profile when it has some; `sec` the paper's params.yaml section for it
     (without `seeds`) with the parameters that are not None in place (an unknown name is an error naming the
     known ones), `module` the paper's experiment module, `rep` its Report (made on first use, so
-    `run-many` writes no results), `paper` its numbers in data/paper_results.yaml ({} if none)."""
+    `run-many` writes no results), `paper` its numbers in data/paper_results.yaml ({} if none).
+    `profile`: a profile's name, or a Profile (copied: a GPU profile read on a CPU, kd.estimate)."""
 
-    def __init__(self, name: str, profile: str = "quick", seeds=None, **parameters):
+    def __init__(self, name: str, profile="quick", seeds=None, **parameters):
         from kd.params import Profile, parse_seeds
 
         self.name = name
-        self.P = Profile(profile, seeds=seeds)
+        if isinstance(profile, Profile):
+            self.P = copy.copy(profile)
+            if seeds is not None:
+                self.P.seeds = parse_seeds(seeds)
+        else:
+            self.P = Profile(profile, seeds=seeds)
         self.sec = self.P.section(name, **parameters)
         own_seeds = self.sec.pop("seeds", None)
         if seeds is None and own_seeds is not None:
